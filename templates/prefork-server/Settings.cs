@@ -81,6 +81,10 @@ public sealed class Settings
         var settings = new Settings();
         foreach (Option option in Options)
         {
+            // The defaults come from the template's parameters: check them like any other value.
+            try { option.Set(settings, option.Get(settings)); }
+            catch (UsageException e) { throw new UsageException($"the default of --{option.Name} in Settings.cs: {e.Message}"); }
+
             if (environment[option.Variable] is string value)
             {
                 try { option.Set(settings, value); }

@@ -53,6 +53,8 @@ internal sealed class Worker
         try
         {
             listener = new Socket(new SafeSocketHandle(fd, ownsHandle: false));
+            if (listener.SocketType == SocketType.Unknown)
+                return Fail($"inherited fd {fd} is not a socket");
             if (listener.SocketType != SocketType.Stream || listener.ProtocolType != ProtocolType.Tcp)
                 return Fail($"inherited fd {fd} is a {listener.SocketType}/{listener.ProtocolType} socket, not TCP");
             if ((int)listener.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.AcceptConnection)! == 0)

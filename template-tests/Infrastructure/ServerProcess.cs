@@ -1,0 +1,239 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text.RegularExpressions;
+using Mono.Unix.Native;
+
+namespace PreforkTemplates.Tests.Infrastructure;
+
+/// <summary>
+/// A generated server, started the way a shell script starts one: bash runs it in the
+/// background with <c>&amp;</c>, which hands it INT and QUIT already ignored. <c>setsid</c>
+/// gives it a process group of its own, so a signal to the group reaches the master and
+/// every worker at once, as Ctrl+C does in a terminal. Disposing it kills, by pid, whatever
+/// of it is still running.
+/// </summary>
+public sealed partial class ServerProcess : IDisposable
+{
+    private readonly Process shell;
+    private readonly ConcurrentQueue<string> log = new();
+    private readonly HashSet<int> workerPids = [];
+    private readonly object gate = new();
+
+    /// <summary>The process the shell started (the master, or `dotnet run` above it), leader of its group.</summary>
+    public int Pid { get; }
+    public int MasterPid { get; private set; }
+    public int Port { get; private set; }
+
+    private ServerProcess(IReadOnlyList<string> command, IDictionary<string, string>? environment)
+    {
+        var start = new ProcessStartInfo("/bin/bash")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+        };
+        start.ArgumentList.Add("-c");
+        start.ArgumentList.Add("setsid \"$@\" & echo $!; wait $!");
+        start.ArgumentList.Add("server");
+        foreach (string arg in command) start.ArgumentList.Add(arg);
+        start.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
+        start.Environment["DOTNET_NOLOGO"] = "1";
+        foreach (string key in start.Environment.Keys.Where(k => k.StartsWith("PREFORK_", StringComparison.Ordinal)).ToList())
+            start.Environment.Remove(key);
+        if (environment is not null)
+            foreach (var (key, value) in environment) start.Environment[key] = value;
+
+        shell = Process.Start(start)!;
+        shell.StandardInput.Close();
+        shell.ErrorDataReceived += (_, e) => { if (e.Data is not null) OnLog(e.Data); };
+        shell.BeginErrorReadLine();
+        string? first = shell.StandardOutput.ReadLine();
+        if (!int.TryParse(first, out int pid)) throw new InvalidOperationException($"the shell did not print the server's pid: '{first}'");
+        Pid = pid;
+    }
+
+    public static ServerProcess Start(string projectDir, params string[] args) =>
+        StartWith(projectDir, StartMode.AppHost, null, args);
+
+    public static ServerProcess StartWith(string projectDir, StartMode mode, IDictionary<string, string>? environment, params string[] args)
+    {
+        string name = Path.GetFileNameWithoutExtension(Directory.GetFiles(projectDir, "*.csproj").Single());
+        string output = Path.Combine(projectDir, "bin", "Debug", "net10.0");
+        string[] command = mode switch
+        {
+            StartMode.AppHost => [Path.Combine(output, name)],
+            StartMode.DotnetDll => ["dotnet", Path.Combine(output, name + ".dll")],
+            StartMode.DotnetRun => ["dotnet", "run", "--no-build", "--project", projectDir, "--"],
+            _ => throw new ArgumentOutOfRangeException(nameof(mode)),
+        };
+        return new ServerProcess([.. command, .. args], environment);
+    }
+
+    public IReadOnlyList<string> Log => log.ToArray();
+    public string LogText => string.Join('\n', log);
+
+    private void OnLog(string line)
+    {
+        log.Enqueue(line);
+        Match listening = ListeningLine().Match(line);
+        if (listening.Success)
+        {
+            MasterPid = int.Parse(listening.Groups[1].Value, CultureInfo.InvariantCulture);
+            Port = int.Parse(listening.Groups[2].Value, CultureInfo.InvariantCulture);
+        }
+        Match started = StartedLine().Match(line);
+        if (started.Success)
+            lock (gate) workerPids.Add(int.Parse(started.Groups[1].Value, CultureInfo.InvariantCulture));
+    }
+
+    [GeneratedRegex(@"^\[master (\d+)\] listening on .*:(\d+),")]
+    private static partial Regex ListeningLine();
+
+    [GeneratedRegex(@"\(pid (\d+)\) started")]
+    private static partial Regex StartedLine();
+
+    /// <summary>Waits until a log line contains <paramref name="text"/>; fails with the whole log if it never does.</summary>
+    public void WaitForLog(string text, TimeSpan? timeout = null, int count = 1)
+    {
+        var limit = Stopwatch.StartNew();
+        while (log.Count(l => l.Contains(text, StringComparison.Ordinal)) < count)
+        {
+            if (limit.Elapsed > (timeout ?? TimeSpan.FromSeconds(30)))
+                throw new TimeoutException($"no log line with '{text}' (x{count}) within {timeout ?? TimeSpan.FromSeconds(30)}; the log:\n{LogText}");
+            if (shell.HasExited && log.Count(l => l.Contains(text, StringComparison.Ordinal)) < count)
+                throw new InvalidOperationException($"the server exited ({shell.ExitCode}) before logging '{text}'; the log:\n{LogText}");
+            Thread.Sleep(20);
+        }
+    }
+
+    public ServerProcess WaitUntilReady()
+    {
+        WaitForLog("pool ready");
+        return this;
+    }
+
+    /// <summary>Waits for the server to exit; returns its exit code, or null if it is still running.</summary>
+    public int? WaitForExit(TimeSpan timeout)
+    {
+        if (!shell.WaitForExit(timeout)) return null;
+        shell.WaitForExit(); // drain the log
+        return shell.ExitCode;
+    }
+
+    public void Signal(Signum signal, int? pid = null) => Syscall.kill(pid ?? MasterPid, signal);
+
+    /// <summary>Sends a signal to the whole process group, as a terminal's Ctrl+C does.</summary>
+    public void SignalGroup(Signum signal) => Syscall.kill(-Pid, signal);
+
+    /// <summary>The master's live child processes (its workers), from /proc.</summary>
+    public IReadOnlyList<int> Children() => Proc.ChildrenOf(MasterPid);
+
+    /// <summary>Every worker pid the master has reported starting, alive or not.</summary>
+    public IReadOnlyList<int> StartedWorkers()
+    {
+        lock (gate) return [.. workerPids];
+    }
+
+    public void Dispose()
+    {
+        var pids = new List<int> { Pid };
+        if (MasterPid != 0) pids.Add(MasterPid);
+        pids.AddRange(StartedWorkers());
+        foreach (int pid in pids.Distinct())
+            if (Proc.IsAlive(pid) && Proc.GroupOf(pid) == Pid) Syscall.kill(pid, Signum.SIGKILL);
+        if (!shell.WaitForExit(TimeSpan.FromSeconds(10))) shell.Kill();
+        shell.Dispose();
+    }
+}
+
+public enum StartMode { AppHost, DotnetDll, DotnetRun }
+
+/// <summary>What /proc says about processes.</summary>
+public static class Proc
+{
+    public static bool IsAlive(int pid) => Stat(pid) is { } stat && stat.State != 'Z';
+
+    public static int? GroupOf(int pid) => Stat(pid)?.Group;
+
+    public static int? ParentOf(int pid) => Stat(pid)?.Parent;
+
+    public static IReadOnlyList<int> ChildrenOf(int parent) =>
+        [.. Directory.EnumerateDirectories("/proc")
+            .Select(d => int.TryParse(Path.GetFileName(d), out int pid) ? pid : 0)
+            .Where(pid => pid > 0 && Stat(pid) is { } s && s.Parent == parent && s.State != 'Z')];
+
+    /// <summary>Polls until <paramref name="condition"/> holds or the timeout passes.</summary>
+    public static bool WaitUntil(Func<bool> condition, TimeSpan timeout)
+    {
+        var limit = Stopwatch.StartNew();
+        while (!condition())
+        {
+            if (limit.Elapsed > timeout) return false;
+            Thread.Sleep(20);
+        }
+        return true;
+    }
+
+    private static (char State, int Parent, int Group)? Stat(int pid)
+    {
+        try
+        {
+            string text = File.ReadAllText($"/proc/{pid}/stat");
+            string[] fields = text[(text.LastIndexOf(')') + 2)..].Split(' ');
+            return (fields[0][0], int.Parse(fields[1], CultureInfo.InvariantCulture), int.Parse(fields[2], CultureInfo.InvariantCulture));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+}
+
+/// <summary>A client of the greeting protocol, on loopback only.</summary>
+public static class Client
+{
+    /// <summary>Connects, reads until the server closes, returns the bytes.</summary>
+    public static byte[] Fetch(int port, TimeSpan? timeout = null)
+    {
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        socket.ReceiveTimeout = (int)(timeout ?? TimeSpan.FromSeconds(10)).TotalMilliseconds;
+        socket.Connect(IPAddress.Loopback, port);
+        using var buffer = new MemoryStream();
+        var chunk = new byte[4096];
+        int n;
+        while ((n = socket.Receive(chunk)) > 0) buffer.Write(chunk, 0, n);
+        return buffer.ToArray();
+    }
+
+    public static string Greet(int port) => System.Text.Encoding.UTF8.GetString(Fetch(port));
+
+    /// <summary>The pid at the end of a default greeting ("Hello from 1234\n").</summary>
+    public static int PidOf(string greeting) =>
+        int.Parse(greeting.TrimEnd('\n').Split(' ')[^1], CultureInfo.InvariantCulture);
+
+    /// <summary>Jain's fairness index: 1 when every worker served the same number, 1/n when one served all.</summary>
+    public static double Jain(IEnumerable<int> counts)
+    {
+        double[] x = [.. counts.Select(c => (double)c)];
+        return x.Sum() * x.Sum() / (x.Length * x.Sum(v => v * v));
+    }
+
+    public static bool PortIsFree(int port)
+    {
+        try
+        {
+            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            socket.Bind(new IPEndPoint(IPAddress.Loopback, port));
+            socket.Listen();
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
+    }
+}

@@ -1,0 +1,140 @@
+using System.Collections.Concurrent;
+using Xunit;
+
+namespace PreforkTemplates.Tests.Infrastructure;
+
+/// <summary>A project that a test scenario generates with <c>dotnet new prefork-server</c>.</summary>
+public sealed record Scenario(string Id, string Name, string[] Arguments);
+
+/// <summary>
+/// Packs the template package once, installs the .nupkg into an isolated template store
+/// (<c>--debug:custom-hive</c>) in a temporary directory outside the repository, generates
+/// and builds the scenarios' projects (two at a time, as soon as the run starts), and
+/// uninstalls and deletes everything at the end.
+/// </summary>
+public sealed class TemplateFixture : IAsyncLifetime
+{
+    /// <summary>Every character that can break generated C#: quotes, backslash, braces, newline, tab, non-ASCII, an emoji.</summary>
+    public const string NastyGreeting = "Say \"hi\" \\ {brace} {pid}\n\tnäive 日本 😀 \u2028 end";
+
+    public static readonly Scenario[] Scenarios =
+    [
+        new("defaults", "MyServer", []),
+        new("workers-port-signals", "MyServer", ["--workers", "2", "--port", "9000", "--signals", "INT", "--signals", "QUIT"]),
+        new("nasty-greeting", "MyServer", ["--greeting", NastyGreeting]),
+        new("name-My.Server-2", "My.Server-2", []),
+        new("name-Worker", "Worker", []),
+        new("name-Socket", "Socket", []),
+        new("name-Program", "Program", []),
+    ];
+
+    public string RepoRoot { get; } = FindRepoRoot();
+    public string WorkDir { get; } = Path.Combine(Path.GetTempPath(), "prefork-tests-" + Guid.NewGuid().ToString("N")[..8]);
+    public string Hive => Path.Combine(WorkDir, "hive");
+    public string PackagePath { get; private set; } = "";
+
+    private readonly ConcurrentDictionary<string, Lazy<Task<string>>> generated = new();
+    private readonly ConcurrentDictionary<string, Lazy<Task<string>>> built = new();
+    private readonly SemaphoreSlim buildSlots = new(2);
+
+    public async Task InitializeAsync()
+    {
+        Directory.CreateDirectory(WorkDir);
+        CliResult pack = await Cli.DotnetAsync(["pack", Path.Combine(RepoRoot, "PreforkTemplates.csproj"), "-c", "Release",
+            "-o", Path.Combine(WorkDir, "pack"), "--disable-build-servers"]);
+        if (pack.ExitCode != 0) throw new InvalidOperationException("dotnet pack failed:\n" + Cli.Describe(pack));
+        PackagePath = Directory.GetFiles(Path.Combine(WorkDir, "pack"), "PreforkTemplates.*.nupkg").Single();
+
+        CliResult install = await Cli.DotnetAsync(["new", "install", PackagePath, "--debug:custom-hive", Hive]);
+        if (install.ExitCode != 0) throw new InvalidOperationException("dotnet new install failed:\n" + Cli.Describe(install));
+
+        // Start every build now; tests wait for the ones they need.
+        foreach (Scenario scenario in Scenarios) _ = BuiltAsync(scenario);
+        _ = BehaviourProjectAsync();
+    }
+
+    public async Task DisposeAsync()
+    {
+        await Cli.DotnetAsync(["new", "uninstall", "PreforkTemplates", "--debug:custom-hive", Hive]);
+        try { Directory.Delete(WorkDir, recursive: true); } catch (IOException) { }
+    }
+
+    /// <summary>Runs <c>dotnet new</c> with this fixture's template store.</summary>
+    public Task<CliResult> DotnetNewAsync(IEnumerable<string> args) =>
+        Cli.DotnetAsync(["new", .. args, "--debug:custom-hive", Hive]);
+
+    /// <summary>The directory a scenario was generated into (without restore, so the tree is only the template's output).</summary>
+    public Task<string> GeneratedAsync(Scenario scenario) =>
+        generated.GetOrAdd(scenario.Id, _ => new Lazy<Task<string>>(() => GenerateAsync(scenario))).Value;
+
+    /// <summary>The scenario's project, built with warnings as errors.</summary>
+    public Task<string> BuiltAsync(Scenario scenario) =>
+        built.GetOrAdd(scenario.Id, _ => new Lazy<Task<string>>(async () =>
+        {
+            string dir = await GeneratedAsync(scenario);
+            await BuildAsync(dir);
+            return dir;
+        })).Value;
+
+    /// <summary>
+    /// The default project, with its handler customised as a user would: it waits SLOW_MS
+    /// milliseconds before answering, and fails to start when FAIL_START is set.
+    /// </summary>
+    public Task<string> BehaviourProjectAsync() =>
+        built.GetOrAdd("behaviour", _ => new Lazy<Task<string>>(async () =>
+        {
+            string dir = await GenerateAsync(new Scenario("behaviour", "Behave", []));
+            string handler = Path.Combine(dir, "Handler.cs");
+            string code = File.ReadAllText(handler);
+            code = Replace(code, "        reply = Encoding.UTF8.GetBytes(text + \"\\n\");",
+                "        reply = Encoding.UTF8.GetBytes(text + \"\\n\");\n" +
+                "        if (Environment.GetEnvironmentVariable(\"FAIL_START\") is not null) throw new InvalidOperationException(\"FAIL_START is set\");\n" +
+                "        delay = TimeSpan.FromMilliseconds(int.Parse(Environment.GetEnvironmentVariable(\"SLOW_MS\") ?? \"0\", CultureInfo.InvariantCulture));");
+            code = Replace(code, "    private readonly byte[] reply;", "    private readonly byte[] reply;\n    private readonly TimeSpan delay;");
+            code = Replace(code, "        await client.SendAsync(reply, SocketFlags.None, timeout);",
+                "        if (delay > TimeSpan.Zero) await Task.Delay(delay, timeout);\n        await client.SendAsync(reply, SocketFlags.None, timeout);");
+            File.WriteAllText(handler, code);
+            await BuildAsync(dir);
+            return dir;
+        })).Value;
+
+    private static string Replace(string code, string what, string with)
+    {
+        if (!code.Contains(what, StringComparison.Ordinal)) throw new InvalidOperationException($"Handler.cs no longer contains: {what}");
+        return code.Replace(what, with, StringComparison.Ordinal);
+    }
+
+    private async Task<string> GenerateAsync(Scenario scenario)
+    {
+        string dir = Path.Combine(WorkDir, "out", scenario.Id);
+        CliResult result = await DotnetNewAsync(["prefork-server", "-n", scenario.Name, "-o", dir, "--no-restore", .. scenario.Arguments]);
+        if (result.ExitCode != 0) throw new InvalidOperationException($"dotnet new for {scenario.Id} failed:\n" + Cli.Describe(result));
+        return dir;
+    }
+
+    private async Task BuildAsync(string dir)
+    {
+        await buildSlots.WaitAsync();
+        try
+        {
+            CliResult result = await Cli.DotnetAsync(["build", dir, "-warnaserror", "--disable-build-servers", "-nologo"], dir);
+            if (result.ExitCode != 0) throw new InvalidOperationException($"build of {dir} failed:\n" + Cli.Describe(result));
+            if (result.StdOut.Contains("warning", StringComparison.OrdinalIgnoreCase) && !result.StdOut.Contains(" 0 Warning(s)", StringComparison.Ordinal))
+                throw new InvalidOperationException($"build of {dir} has warnings:\n" + result.StdOut);
+        }
+        finally
+        {
+            buildSlots.Release();
+        }
+    }
+
+    private static string FindRepoRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "PreforkTemplates.csproj"))) return dir.FullName;
+        throw new InvalidOperationException("cannot find the repository root (PreforkTemplates.csproj) above " + AppContext.BaseDirectory);
+    }
+}
+
+[CollectionDefinition("template")]
+public sealed class TemplateCollection : ICollectionFixture<TemplateFixture>;

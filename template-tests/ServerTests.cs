@@ -1,0 +1,243 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Mono.Unix.Native;
+using PreforkTemplates.Tests.Infrastructure;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace PreforkTemplates.Tests;
+
+/// <summary>Behaviour of the generated server, started on port 0 on 127.0.0.1.</summary>
+[Collection("template")]
+public sealed class ServerTests(TemplateFixture fixture, ITestOutputHelper output)
+{
+    private static readonly TimeSpan Gone = TimeSpan.FromSeconds(5);
+
+    private async Task<string> Project() => await fixture.BehaviourProjectAsync();
+
+    private ServerProcess Start(string dir, params string[] args) =>
+        ServerProcess.Start(dir, ["--host", "127.0.0.1", "--port", "0", .. args]).WaitUntilReady();
+
+    [Fact]
+    public async Task Nasty_greeting_arrives_byte_for_byte()
+    {
+        string dir = await fixture.BuiltAsync(TemplateFixture.Scenarios.Single(s => s.Id == "nasty-greeting"));
+        using var server = Start(dir);
+        byte[] reply = Client.Fetch(server.Port);
+        var children = server.Children();
+        Assert.Contains(children, pid =>
+            reply.SequenceEqual(Encoding.UTF8.GetBytes(TemplateFixture.NastyGreeting.Replace("{pid}", pid.ToString()) + "\n")));
+    }
+
+    [Fact]
+    public async Task Connections_are_spread_over_all_workers_fairly()
+    {
+        using var server = Start(await Project());
+        IReadOnlyList<int> children = server.Children();
+        Assert.Equal(5, children.Count);
+
+        var counts = new Dictionary<int, int>();
+        for (int i = 0; i < 20 * 5; i++)
+        {
+            int pid = Client.PidOf(Client.Greet(server.Port));
+            counts[pid] = counts.GetValueOrDefault(pid) + 1;
+        }
+        double jain = Client.Jain(counts.Values);
+        output.WriteLine($"distinct pids {counts.Count}, per pid: {string.Join(", ", counts.Select(c => $"{c.Key}={c.Value}"))}, Jain {jain:F4}");
+        Assert.Equal(5, counts.Count);
+        Assert.All(counts.Keys, pid => Assert.Equal(server.MasterPid, Proc.ParentOf(pid)));
+        Assert.True(jain >= 0.9, $"Jain's fairness index {jain:F4} < 0.9");
+    }
+
+    [Theory]
+    [InlineData(StartMode.AppHost)]
+    [InlineData(StartMode.DotnetDll)]
+    [InlineData(StartMode.DotnetRun)]
+    public async Task Ctrl_C_stops_master_and_workers_however_started(StartMode mode)
+    {
+        using var server = ServerProcess.StartWith(await Project(), mode, null, "--host", "127.0.0.1", "--port", "0").WaitUntilReady();
+        IReadOnlyList<int> workers = server.Children();
+        Assert.Equal(5, workers.Count);
+        Assert.Equal(5, Enumerable.Range(0, 25).Select(_ => Client.PidOf(Client.Greet(server.Port))).Distinct().Count());
+
+        server.SignalGroup(Signum.SIGINT); // the terminal's Ctrl+C: master and workers at once
+        Assert.True(Proc.WaitUntil(() => !Proc.IsAlive(server.MasterPid) && workers.All(w => !Proc.IsAlive(w)), Gone),
+            "still running after Ctrl+C:\n" + server.LogText);
+        Assert.Equal(0, server.WaitForExit(Gone));
+        Assert.True(Client.PortIsFree(server.Port));
+    }
+
+    [Fact]
+    public async Task INT_to_the_master_alone_stops_everything()
+    {
+        using var server = Start(await Project());
+        IReadOnlyList<int> workers = server.Children();
+        server.Signal(Signum.SIGINT);
+        Assert.Equal(0, server.WaitForExit(Gone));
+        Assert.All(workers, w => Assert.False(Proc.IsAlive(w)));
+        Assert.Contains(server.Log, l => l.Contains("SIGINT: quick shutdown", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData(Signum.SIGQUIT)]
+    [InlineData(Signum.SIGTERM)]
+    public async Task Graceful_stop_lets_a_slow_connection_finish(Signum signal)
+    {
+        using var server = ServerProcess.StartWith(await Project(), StartMode.AppHost,
+            new Dictionary<string, string> { ["SLOW_MS"] = "1500" }, "--host", "127.0.0.1", "--port", "0").WaitUntilReady();
+        IReadOnlyList<int> workers = server.Children();
+
+        Task<byte[]> slow = Task.Run(() => Client.Fetch(server.Port));
+        Thread.Sleep(300); // the connection is accepted and waiting in the handler
+        server.Signal(signal);
+        server.WaitForLog("graceful shutdown");
+
+        byte[] reply = await slow.WaitAsync(TimeSpan.FromSeconds(10));
+        string text = Encoding.UTF8.GetString(reply);
+        Assert.Matches(@"^Hello from \d+\n$", text);
+        Assert.Equal(0, server.WaitForExit(TimeSpan.FromSeconds(10)));
+        Assert.All(workers, w => Assert.False(Proc.IsAlive(w)));
+    }
+
+    [Fact]
+    public async Task Second_TERM_makes_a_graceful_stop_quick()
+    {
+        using var server = ServerProcess.StartWith(await Project(), StartMode.AppHost,
+            new Dictionary<string, string> { ["SLOW_MS"] = "20000" }, "--host", "127.0.0.1", "--port", "0").WaitUntilReady();
+        Task<byte[]> slow = Task.Run(() => Client.Fetch(server.Port));
+        Thread.Sleep(300);
+        server.Signal(Signum.SIGTERM);
+        server.WaitForLog("graceful shutdown");
+        server.Signal(Signum.SIGTERM);
+        server.WaitForLog("quick shutdown");
+        Assert.Equal(0, server.WaitForExit(Gone)); // a graceful stop would have waited 20 s for the handler
+
+        // The connection in flight was dropped: closed without a greeting, or reset.
+        byte[]? reply = null;
+        try { reply = await slow.WaitAsync(TimeSpan.FromSeconds(10)); }
+        catch (SocketException) { }
+        Assert.True(reply is null || reply.Length == 0, $"the dropped connection got '{Encoding.UTF8.GetString(reply ?? [])}'");
+    }
+
+    [Fact]
+    public async Task A_killed_worker_is_replaced()
+    {
+        using var server = Start(await Project());
+        IReadOnlyList<int> before = server.Children();
+        Posix_Kill(before[0], Signum.SIGKILL);
+
+        int? newcomer = null;
+        Assert.True(Proc.WaitUntil(() =>
+        {
+            int pid = Client.PidOf(Client.Greet(server.Port));
+            if (!before.Contains(pid)) newcomer = pid;
+            return newcomer is not null;
+        }, Gone), "no new worker served within 5 s:\n" + server.LogText);
+        Assert.Equal(server.MasterPid, Proc.ParentOf(newcomer!.Value));
+        Assert.True(Proc.WaitUntil(() => server.Children().Count == 5, Gone));
+        Assert.Contains(server.Log, l => l.Contains($"(pid {before[0]}) was killed by SIGKILL", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task Workers_leave_when_the_master_is_killed()
+    {
+        using var server = Start(await Project());
+        IReadOnlyList<int> workers = server.Children();
+        server.Signal(Signum.SIGKILL);
+        Assert.True(Proc.WaitUntil(() => workers.All(w => !Proc.IsAlive(w)), Gone),
+            "workers outlived their master:\n" + server.LogText);
+        Assert.True(Proc.WaitUntil(() => Client.PortIsFree(server.Port), Gone), $"port {server.Port} is still taken");
+    }
+
+    [Fact]
+    public async Task Port_in_use_fails_clearly_and_starts_no_worker()
+    {
+        using var taken = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        taken.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        taken.Listen();
+        int port = ((IPEndPoint)taken.LocalEndPoint!).Port;
+
+        using var server = ServerProcess.Start(await Project(), "--host", "127.0.0.1", "--port", port.ToString());
+        Assert.Equal(3, server.WaitForExit(TimeSpan.FromSeconds(30)));
+        string line = Assert.Single(server.Log);
+        Assert.Contains($"cannot listen on 127.0.0.1:{port}", line);
+        Assert.Contains("in use", line);
+        Assert.Empty(server.StartedWorkers());
+    }
+
+    [Theory]
+    [InlineData("--workers 0", "--workers: '0' is not a whole number from 1 to 1024")]
+    [InlineData("--workers -3", "--workers: '-3' is not a whole number from 1 to 1024")]
+    [InlineData("--port 65536", "--port: '65536' is not a whole number from 0 to 65535")]
+    [InlineData("--host nowhere", "--host: 'nowhere' is not an IP address")]
+    [InlineData("--signals INT,KILL", "--signals: 'KILL' is not one of INT, QUIT, TERM")]
+    [InlineData("--frobnicate 1", "unknown option '--frobnicate'")]
+    [InlineData("--workers", "--workers needs a value")]
+    public async Task Bad_runtime_option_gives_one_clear_line_and_exit_code_2(string args, string message)
+    {
+        using var server = ServerProcess.Start(await Project(), args.Split(' '));
+        Assert.Equal(2, server.WaitForExit(TimeSpan.FromSeconds(30)));
+        string line = Assert.Single(server.Log);
+        Assert.Contains(message, line);
+    }
+
+    [Fact]
+    public async Task Environment_sets_options_and_the_command_line_wins()
+    {
+        using var fromEnv = ServerProcess.StartWith(await Project(), StartMode.AppHost,
+            new Dictionary<string, string> { ["PREFORK_WORKERS"] = "2", ["PREFORK_GREETING"] = "env {worker}" },
+            "--host", "127.0.0.1", "--port", "0", "--greeting", "cli {worker}").WaitUntilReady();
+        Assert.Equal(2, fromEnv.Children().Count);
+        Assert.Matches(@"^cli [01]\n$", Client.Greet(fromEnv.Port));
+
+        using var badEnv = ServerProcess.StartWith(await Project(), StartMode.AppHost,
+            new Dictionary<string, string> { ["PREFORK_WORKERS"] = "many" });
+        Assert.Equal(2, badEnv.WaitForExit(TimeSpan.FromSeconds(30)));
+        Assert.Contains("PREFORK_WORKERS: 'many' is not a whole number", Assert.Single(badEnv.Log));
+    }
+
+    [Fact]
+    public async Task Workers_that_cannot_start_make_the_master_give_up()
+    {
+        using var server = ServerProcess.StartWith(await Project(), StartMode.AppHost,
+            new Dictionary<string, string> { ["FAIL_START"] = "1" }, "--host", "127.0.0.1", "--port", "0", "--workers", "2");
+        Assert.Equal(4, server.WaitForExit(TimeSpan.FromSeconds(30)));
+        Assert.Contains(server.Log, l => l.Contains("no worker could start", StringComparison.Ordinal));
+        Assert.All(server.StartedWorkers(), w => Assert.False(Proc.IsAlive(w)));
+    }
+
+    [Fact]
+    public async Task A_worker_refuses_a_descriptor_that_is_not_a_listening_socket()
+    {
+        string dir = await Project();
+        string exe = Path.Combine(dir, "bin", "Debug", "net10.0", "Behave");
+        var env = new Dictionary<string, string?> { ["PREFORK_LISTEN_FD"] = "0" };
+        CliResult result = await Cli.RunAsync(exe, ["--worker", "0"], environment: env, timeout: TimeSpan.FromSeconds(30));
+        Assert.Equal(5, result.ExitCode);
+        Assert.Contains("inherited fd 0 is not a socket", result.StdErr);
+    }
+
+    [Fact]
+    public async Task Only_the_listening_socket_and_the_pipes_reach_a_worker()
+    {
+        using var server = Start(await Project());
+        int worker = server.Children()[0];
+        string[] sockets = [.. Directory.GetFiles($"/proc/{worker}/fd")
+            .Select(fd => (Fd: int.Parse(Path.GetFileName(fd)), Target: SafeReadLink(fd)))
+            .Where(f => f.Fd > 2 && f.Target.StartsWith("socket:", StringComparison.Ordinal))
+            .Select(f => f.Target)];
+        string[] master = [.. Directory.GetFiles($"/proc/{server.MasterPid}/fd").Select(SafeReadLink)];
+        output.WriteLine($"worker sockets: {string.Join(", ", sockets)}");
+        // One socket is inherited (the listener, shared with the master); the others are the runtime's own.
+        Assert.Single(sockets, s => master.Contains(s));
+    }
+
+    private static string SafeReadLink(string path)
+    {
+        try { return new FileInfo(path).LinkTarget ?? ""; }
+        catch (IOException) { return ""; }
+    }
+
+    private static void Posix_Kill(int pid, Signum signal) => Syscall.kill(pid, signal);
+}

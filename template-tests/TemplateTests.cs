@@ -1,0 +1,70 @@
+using PreforkTemplates.Tests.Infrastructure;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace PreforkTemplates.Tests;
+
+/// <summary>What `dotnet new prefork-server` writes, and what it refuses.</summary>
+[Collection("template")]
+public sealed class TemplateTests(TemplateFixture fixture, ITestOutputHelper output)
+{
+    public static TheoryData<string> ScenarioIds() => [.. TemplateFixture.Scenarios.Select(s => s.Id)];
+
+    private static Scenario Get(string id) => TemplateFixture.Scenarios.Single(s => s.Id == id);
+
+    [Theory]
+    [MemberData(nameof(ScenarioIds))]
+    public async Task Generated_tree_matches_its_snapshot(string id)
+    {
+        string dir = await fixture.GeneratedAsync(Get(id));
+        Snapshot.Match(dir, Path.Combine(fixture.RepoRoot, "template-tests", "Snapshots", id));
+    }
+
+    [Theory]
+    [MemberData(nameof(ScenarioIds))]
+    public async Task Generated_project_builds_with_warnings_as_errors(string id)
+    {
+        string dir = await fixture.BuiltAsync(Get(id));
+        string name = Get(id).Name;
+        Assert.True(File.Exists(Path.Combine(dir, "bin", "Debug", "net10.0", name + ".dll")), $"no {name}.dll in {dir}");
+    }
+
+    [Theory]
+    [InlineData("--workers", "abc")]
+    [InlineData("--port", "eighty")]
+    [InlineData("--signals", "KILL")]
+    [InlineData("--framework", "net4.8")]
+    public async Task Bad_template_value_fails_and_writes_nothing(string option, string value)
+    {
+        string dir = Path.Combine(fixture.WorkDir, "bad-" + option.Trim('-') + "-" + value);
+        CliResult result = await fixture.DotnetNewAsync(["prefork-server", "-n", "Bad", "-o", dir, option, value]);
+        output.WriteLine(result.Output);
+        Assert.NotEqual(0, result.ExitCode);
+        Assert.Contains(value, result.Output);
+        Assert.False(Directory.Exists(dir), $"{dir} was written");
+    }
+
+    [Fact]
+    public async Task Help_lists_every_parameter_with_its_description()
+    {
+        CliResult result = await fixture.DotnetNewAsync(["prefork-server", "--help"]);
+        Assert.Equal(0, result.ExitCode);
+        foreach (string option in new[] { "-w, --workers", "-p, --port", "-g, --greeting", "-s, --signals", "-f, --framework", "--no-restore" })
+            Assert.Contains(option, result.StdOut);
+        Assert.Contains("Number of worker processes, 1 to 1024", result.StdOut);
+    }
+
+    [Fact]
+    public async Task Package_installs_lists_and_uninstalls_in_its_own_store()
+    {
+        string hive = Path.Combine(fixture.WorkDir, "hive-uninstall");
+        CliResult install = await Cli.DotnetAsync(["new", "install", fixture.PackagePath, "--debug:custom-hive", hive]);
+        Assert.True(install.ExitCode == 0, Cli.Describe(install));
+        CliResult list = await Cli.DotnetAsync(["new", "list", "prefork", "--debug:custom-hive", hive]);
+        Assert.Contains("prefork-server", list.StdOut);
+        CliResult uninstall = await Cli.DotnetAsync(["new", "uninstall", "PreforkTemplates", "--debug:custom-hive", hive]);
+        Assert.True(uninstall.ExitCode == 0, Cli.Describe(uninstall));
+        CliResult after = await Cli.DotnetAsync(["new", "list", "prefork", "--debug:custom-hive", hive]);
+        Assert.DoesNotContain("prefork-server", after.StdOut);
+    }
+}
