@@ -59,6 +59,10 @@ public sealed partial class ServerProcess : IDisposable
     public static ServerProcess Start(string projectDir, params string[] args) =>
         StartWith(projectDir, StartMode.AppHost, null, args);
 
+    /// <summary>Starts any command line, e.g. a published binary.</summary>
+    public static ServerProcess StartCommand(IReadOnlyList<string> command, IDictionary<string, string>? environment = null) =>
+        new(command, environment);
+
     public static ServerProcess StartWith(string projectDir, StartMode mode, IDictionary<string, string>? environment, params string[] args)
     {
         string name = Path.GetFileNameWithoutExtension(Directory.GetFiles(projectDir, "*.csproj").Single());

@@ -26,6 +26,7 @@ public sealed class TemplateFixture : IAsyncLifetime
         new("name-Worker", "Worker", []),
         new("name-Socket", "Socket", []),
         new("name-Program", "Program", []),
+        new("aot", "MyAotServer", ["--aot"]),
     ];
 
     public string RepoRoot { get; } = FindRepoRoot();
@@ -51,6 +52,7 @@ public sealed class TemplateFixture : IAsyncLifetime
         // Start every build now; tests wait for the ones they need.
         foreach (Scenario scenario in Scenarios) _ = BuiltAsync(scenario);
         _ = BehaviourProjectAsync();
+        _ = PublishedAotAsync();
     }
 
     public async Task DisposeAsync()
@@ -96,6 +98,26 @@ public sealed class TemplateFixture : IAsyncLifetime
             File.WriteAllText(handler, code);
             await BuildAsync(dir);
             return dir;
+        })).Value;
+
+    /// <summary>The --aot scenario, published as a NativeAOT binary (warnings as errors); returns the binary's path.</summary>
+    public Task<string> PublishedAotAsync() =>
+        built.GetOrAdd("aot-published", _ => new Lazy<Task<string>>(async () =>
+        {
+            string dir = await BuiltAsync(Scenarios.Single(s => s.Id == "aot"));
+            string publish = Path.Combine(dir, "publish");
+            await buildSlots.WaitAsync();
+            try
+            {
+                CliResult result = await Cli.DotnetAsync(["publish", dir, "-c", "Release", "-r", "linux-x64", "-warnaserror",
+                    "--disable-build-servers", "-nologo", "-o", publish], dir, TimeSpan.FromMinutes(10));
+                if (result.ExitCode != 0) throw new InvalidOperationException("NativeAOT publish failed:\n" + Cli.Describe(result));
+            }
+            finally
+            {
+                buildSlots.Release();
+            }
+            return Path.Combine(publish, "MyAotServer");
         })).Value;
 
     private static string Replace(string code, string what, string with)

@@ -82,7 +82,7 @@ internal sealed class Worker
         // A signal that comes twice (the master relays what the terminal already sent) does no harm.
         Posix.HandleSignals(settings.Signals, signal =>
         {
-            if (signal == (int)Signum.SIGINT) { Log.Info("INT: exiting now"); Environment.Exit(ExitCodes.Ok); }
+            if (signal == (int)Signum.SIGINT) { Log.Info("SIGINT: exiting now"); Environment.Exit(ExitCodes.Ok); }
             Stop($"{Posix.NameOf(signal)}: finishing {Volatile.Read(ref inFlight)} connection(s), then exiting");
         });
 

@@ -53,6 +53,8 @@ internal sealed class Worker
         try
         {
             listener = new Socket(new SafeSocketHandle(fd, ownsHandle: false));
+            if (listener.SocketType == SocketType.Unknown)
+                return Fail($"inherited fd {fd} is not a socket");
             if (listener.SocketType != SocketType.Stream || listener.ProtocolType != ProtocolType.Tcp)
                 return Fail($"inherited fd {fd} is a {listener.SocketType}/{listener.ProtocolType} socket, not TCP");
             if ((int)listener.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.AcceptConnection)! == 0)
@@ -80,7 +82,7 @@ internal sealed class Worker
         // A signal that comes twice (the master relays what the terminal already sent) does no harm.
         Posix.HandleSignals(settings.Signals, signal =>
         {
-            if (signal == (int)Signum.SIGINT) { Log.Info("INT: exiting now"); Environment.Exit(ExitCodes.Ok); }
+            if (signal == (int)Signum.SIGINT) { Log.Info("SIGINT: exiting now"); Environment.Exit(ExitCodes.Ok); }
             Stop($"{Posix.NameOf(signal)}: finishing {Volatile.Read(ref inFlight)} connection(s), then exiting");
         });
 

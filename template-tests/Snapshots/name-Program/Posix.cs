@@ -2,6 +2,7 @@ namespace Program;
 
 using System;
 using System.Collections.Generic;
+using System.Linq;
 using System.Runtime.InteropServices;
 using Mono.Unix.Native;
 
@@ -27,15 +28,18 @@ internal static class Posix
     /// <paramref name="names"/> arrives. A script that starts a program in the background
     /// (<c>server &amp;</c>), or <c>nohup</c>, hands it INT and QUIT already ignored, and
     /// .NET leaves an ignored signal ignored; so the disposition is reset first.
-    /// Must run before anything else in the process touches signals.
+    /// Must run before anything else in the process registers a signal.
     /// </summary>
     public static List<PosixSignalRegistration> HandleSignals(IEnumerable<string> names, Action<int> handler)
     {
+        // All dispositions first: the first registration sets up the runtime's signal
+        // handling, which from then on keeps whatever it found ignored.
+        Signum[] signums = [.. names.Select(name => Signals[name])];
+        foreach (Signum signum in signums) Stdlib.SetSignalAction(signum, SignalAction.Default);
+
         var registrations = new List<PosixSignalRegistration>();
-        foreach (string name in names)
+        foreach (Signum signum in signums)
         {
-            Signum signum = Signals[name];
-            Stdlib.SetSignalAction(signum, SignalAction.Default);
             registrations.Add(PosixSignalRegistration.Create(ToPosixSignal(signum), context =>
             {
                 context.Cancel = true; // we decide what the signal does, not the runtime

@@ -1,0 +1,188 @@
+namespace MyAotServer;
+
+using System;
+using System.Diagnostics;
+using System.IO;
+using System.Net.Sockets;
+using System.Threading;
+using Mono.Unix.Native;
+
+/// <summary>
+/// A worker process. It accepts on the listening socket inherited from the master with a
+/// blocking accept() on one thread (Linux wakes blocked acceptors one at a time, in turn,
+/// which spreads connections evenly over the workers) and serves each connection on the
+/// thread pool.
+/// </summary>
+internal sealed class Worker
+{
+    /// <summary>The number of the inherited listening socket, set by the master.</summary>
+    public const string ListenFdVariable = "PREFORK_LISTEN_FD";
+
+    /// <summary>An idle accept() returns this often, so the accepting thread notices a stop.</summary>
+    private static readonly TimeSpan AcceptWake = TimeSpan.FromMilliseconds(500);
+
+    private readonly Settings settings;
+    private readonly int listenFd;
+    private readonly Handler handler;
+    private readonly SemaphoreSlim slots;          // free connection slots (--max-connections)
+    private readonly Action<int> serve;
+    private int inFlight;
+    private volatile bool stopping;
+
+    // The inherited socket as a .NET object, only to check what it is. It is never closed or
+    // disposed: on Linux that would stop the socket listening for every worker (DESIGN.md).
+    private static Socket? listener;
+
+    private Worker(Settings settings, int listenFd, int index)
+    {
+        this.settings = settings;
+        this.listenFd = listenFd;
+        handler = new Handler(settings, index);
+        slots = new SemaphoreSlim(settings.MaxConnections, settings.MaxConnections);
+        serve = fd => _ = ServeAsync(fd);
+    }
+
+    public static int Run(Settings settings, string fdText, string indexText)
+    {
+        if (!int.TryParse(indexText, out int index)) index = -1;
+        Log.AsWorker(index);
+
+        // The listening socket: the master passed its number; make sure it is what we expect.
+        if (!int.TryParse(fdText, out int fd) || fd < 0)
+            return Fail($"{ListenFdVariable}='{fdText}' is not a file descriptor number");
+        try
+        {
+            listener = new Socket(new SafeSocketHandle(fd, ownsHandle: false));
+            if (listener.SocketType == SocketType.Unknown)
+                return Fail($"inherited fd {fd} is not a socket");
+            if (listener.SocketType != SocketType.Stream || listener.ProtocolType != ProtocolType.Tcp)
+                return Fail($"inherited fd {fd} is a {listener.SocketType}/{listener.ProtocolType} socket, not TCP");
+            if ((int)listener.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.AcceptConnection)! == 0)
+                return Fail($"inherited fd {fd} is a TCP socket that is not listening");
+        }
+        catch (SocketException e)
+        {
+            return Fail($"inherited fd {fd} is not a socket ({e.Message})");
+        }
+        Environment.SetEnvironmentVariable(ListenFdVariable, null); // not for the handler's child processes
+
+        var worker = new Worker(settings, fd, index);
+        return worker.Serve();
+    }
+
+    private static int Fail(string message)
+    {
+        Log.Info(message);
+        return ExitCodes.BadSocket;
+    }
+
+    private int Serve()
+    {
+        // TERM/QUIT: stop accepting, finish what is in flight. INT: leave now.
+        // A signal that comes twice (the master relays what the terminal already sent) does no harm.
+        Posix.HandleSignals(settings.Signals, signal =>
+        {
+            if (signal == (int)Signum.SIGINT) { Log.Info("SIGINT: exiting now"); Environment.Exit(ExitCodes.Ok); }
+            Stop($"{Posix.NameOf(signal)}: finishing {Volatile.Read(ref inFlight)} connection(s), then exiting");
+        });
+
+        // The control pipe is our standard input: end-of-file means the master is gone.
+        // Standard output carries messages to the master, so console output goes to the log instead.
+        Stream toMaster = Console.OpenStandardOutput();
+        Console.SetOut(Console.Error);
+        new Thread(WatchMaster) { IsBackground = true, Name = "master pipe" }.Start();
+
+        Posix.SetAcceptTimeout(listenFd, AcceptWake);
+        toMaster.Write("ready\n"u8);
+        toMaster.Flush();
+
+        AcceptLoop();
+
+        // Drain: the connections already accepted get their full answer.
+        var draining = Stopwatch.StartNew();
+        while (Volatile.Read(ref inFlight) > 0 && draining.Elapsed < settings.ShutdownTimeout)
+            Thread.Sleep(10);
+        int left = Volatile.Read(ref inFlight);
+        Log.Info(left == 0 ? "exiting" : $"exiting with {left} connection(s) unfinished after the shutdown timeout");
+        return ExitCodes.Ok;
+    }
+
+    private void AcceptLoop()
+    {
+        bool warnedNoFds = false;
+        while (!stopping)
+        {
+            // A full worker stops accepting, so the kernel hands the next connection to another.
+            if (!slots.Wait(AcceptWake)) continue;
+
+            int client = Posix.Accept(listenFd, out Errno error);
+            if (client >= 0)
+            {
+                Interlocked.Increment(ref inFlight);
+                ThreadPool.UnsafeQueueUserWorkItem(serve, client, preferLocal: false);
+                continue;
+            }
+
+            slots.Release();
+            switch (error)
+            {
+                case Errno.EAGAIN or Errno.EINTR or Errno.ECONNABORTED:
+                    break; // woke up without a connection (timeout, signal, client gave up)
+                case Errno.EMFILE or Errno.ENFILE or Errno.ENOBUFS or Errno.ENOMEM:
+                    if (!warnedNoFds) Log.Info($"accept: {error}; out of file descriptors or memory, pausing");
+                    warnedNoFds = true;
+                    Thread.Sleep(100);
+                    break;
+                default:
+                    Log.Info($"accept failed: {error}; stopping");
+                    Stop("the listening socket is unusable");
+                    break;
+            }
+        }
+    }
+
+    private async System.Threading.Tasks.Task ServeAsync(int fd)
+    {
+        Socket? client = null;
+        try
+        {
+            client = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
+            using var timeout = new CancellationTokenSource(settings.WriteTimeout);
+            await handler.HandleAsync(client, timeout.Token);
+        }
+        catch (Exception e) when (e is SocketException or OperationCanceledException or IOException)
+        {
+            // The client reset the connection or was slower than --write-timeout: drop it.
+        }
+        catch (Exception e)
+        {
+            Log.Info($"handler failed: {e}");
+        }
+        finally
+        {
+            if (client is null) Syscall.close(fd);
+            else client.Dispose();
+            slots.Release();
+            Interlocked.Decrement(ref inFlight);
+        }
+    }
+
+    private void WatchMaster()
+    {
+        using Stream fromMaster = Console.OpenStandardInput();
+        var buffer = new byte[64];
+        try
+        {
+            while (fromMaster.Read(buffer) > 0) { }
+        }
+        catch (IOException) { }
+        Stop("the master is gone: finishing connections, then exiting");
+    }
+
+    private void Stop(string why)
+    {
+        if (stopping) return;
+        stopping = true;
+        Log.Info(why);
+    }
+}
