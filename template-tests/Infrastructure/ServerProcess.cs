@@ -144,6 +144,12 @@ public sealed partial class ServerProcess : IDisposable
 
     public void Dispose()
     {
+        // Politely first, so the master reaps its workers; then SIGKILL whatever is left.
+        if (MasterPid != 0 && Proc.IsAlive(MasterPid) && Proc.GroupOf(MasterPid) == Pid)
+        {
+            Syscall.kill(MasterPid, Signum.SIGINT);
+            shell.WaitForExit(TimeSpan.FromSeconds(5));
+        }
         var pids = new List<int> { Pid };
         if (MasterPid != 0) pids.Add(MasterPid);
         pids.AddRange(StartedWorkers());
@@ -211,6 +217,16 @@ public static class Client
         int n;
         while ((n = socket.Receive(chunk)) > 0) buffer.Write(chunk, 0, n);
         return buffer.ToArray();
+    }
+
+    /// <summary>Connects again and again (at most 500 times or 10 s) until <paramref name="count"/> different pids have answered.</summary>
+    public static IReadOnlySet<int> PidsUntil(int port, int count)
+    {
+        var pids = new HashSet<int>();
+        var limit = Stopwatch.StartNew();
+        for (int i = 0; i < 500 && pids.Count < count && limit.Elapsed < TimeSpan.FromSeconds(10); i++)
+            pids.Add(PidOf(Greet(port)));
+        return pids;
     }
 
     public static string Greet(int port) => System.Text.Encoding.UTF8.GetString(Fetch(port));

@@ -148,7 +148,7 @@ internal sealed class Master
             Log.Info($"{name}: quick shutdown, stopping {LiveWorkers().Count()} workers now");
             state = State.Quitting;
             killAt = Environment.TickCount64 + (long)settings.ShutdownTimeout.TotalMilliseconds;
-            KillAll(Signum.SIGINT, null);
+            KillAll(QuickStopSignal, null);
         }
         else if (state == State.Running)
         {
@@ -252,8 +252,12 @@ internal sealed class Master
         Log.Info(reason);
         state = State.Quitting;
         killAt = Environment.TickCount64 + (long)settings.ShutdownTimeout.TotalMilliseconds;
-        KillAll(Signum.SIGINT, null);
+        KillAll(QuickStopSignal, null);
     }
+
+    // Workers leave at once on INT, if they handle it; if not (--signals without INT), they may
+    // even ignore it (a script's `&` does that), so only SIGKILL is sure to stop them.
+    private Signum QuickStopSignal => settings.Signals.Contains("INT") ? Signum.SIGINT : Signum.SIGKILL;
 
     private void KillAll(Signum signal, string? why)
     {

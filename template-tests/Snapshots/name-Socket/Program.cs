@@ -37,8 +37,16 @@ public static class Program
             return ExitCodes.Ok;
         }
 
-        return isWorker
-            ? Worker.Run(settings, Environment.GetEnvironmentVariable(Worker.ListenFdVariable)!, args[1])
-            : Master.Run(settings);
+        try
+        {
+            return isWorker
+                ? Worker.Run(settings, Environment.GetEnvironmentVariable(Worker.ListenFdVariable)!, args[1])
+                : Master.Run(settings);
+        }
+        catch (Exception e)
+        {
+            Log.Info($"unexpected error: {e}");
+            return ExitCodes.Failure;
+        }
     }
 }

@@ -10,8 +10,11 @@ using System.Threading.Tasks;
 /// <summary>
 /// What the server does with a connection: THIS IS THE FILE TO EDIT.
 /// Each worker process makes one Handler when it starts, then calls
-/// <see cref="HandleAsync"/> for every connection it accepts, on the thread pool,
-/// up to --max-connections at once. The worker closes the connection afterwards.
+/// <see cref="HandleAsync"/> for every connection it accepts, up to --max-connections
+/// at once. The worker closes the connection afterwards.
+/// HandleAsync starts on the worker's accepting thread and continues on the thread pool
+/// after its first await that has to wait: await slow work (Task.Delay, ReceiveAsync,
+/// database calls), never block on it (Thread.Sleep, .Result), or the worker stops accepting.
 /// </summary>
 public sealed class Handler
 {

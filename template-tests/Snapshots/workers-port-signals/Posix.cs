@@ -26,7 +26,7 @@ internal static class Posix
     /// <summary>
     /// Calls <paramref name="handler"/> (on a thread-pool thread) each time one of the
     /// <paramref name="names"/> arrives. A script that starts a program in the background
-    /// (<c>server &amp;</c>), or <c>nohup</c>, hands it INT and QUIT already ignored, and
+    /// (<c>server &amp;</c>) hands it INT and QUIT already ignored, and
     /// .NET leaves an ignored signal ignored; so the disposition is reset first.
     /// Must run before anything else in the process registers a signal.
     /// </summary>
