@@ -220,6 +220,10 @@ internal sealed class Master
         start.ArgumentList.Add("--worker");
         start.ArgumentList.Add(index.ToString(CultureInfo.InvariantCulture));
         settings.WriteTo(start.Environment);
+        // A worker's garbage lives for one connection: a 2 MiB first-generation budget (hex,
+        // as the runtime reads it) keeps a worker near 5 MB instead of growing to the default,
+        // which is as large as the CPU's cache (bench/README.md). Set DOTNET_GCgen0size to override.
+        start.Environment.TryAdd("DOTNET_GCgen0size", "200000");
         start.Environment[Worker.ListenFdVariable] = ((int)listener.SafeHandle.DangerousGetHandle()).ToString(CultureInfo.InvariantCulture);
 
         var process = new Process { StartInfo = start, EnableRaisingEvents = true };

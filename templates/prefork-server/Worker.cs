@@ -26,6 +26,8 @@ internal sealed class Worker
     private readonly Handler handler;
     private readonly SemaphoreSlim slots;          // free connection slots (--max-connections)
     private int inFlight;
+    private CancellationTokenSource timeouts = new();
+    private long timeoutSecond = -1;
     private volatile bool stopping;
 
     // The inherited socket as a .NET object, only to check what it is. It is never closed or
@@ -148,8 +150,7 @@ internal sealed class Worker
         try
         {
             client = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
-            using var timeout = new CancellationTokenSource(settings.WriteTimeout);
-            await handler.HandleAsync(client, timeout.Token);
+            await handler.HandleAsync(client, TimeoutToken());
         }
         catch (Exception e) when (e is SocketException or OperationCanceledException or IOException)
         {
@@ -166,6 +167,22 @@ internal sealed class Worker
             slots.Release();
             Interlocked.Decrement(ref inFlight);
         }
+    }
+
+    /// <summary>
+    /// The write timeout, to the second: the connections accepted within one second share a
+    /// CancellationTokenSource, so a connection costs no timer of its own. Called only on the
+    /// accepting thread (the handler starts there).
+    /// </summary>
+    private CancellationToken TimeoutToken()
+    {
+        long second = Environment.TickCount64 / 1000;
+        if (second != timeoutSecond)
+        {
+            timeoutSecond = second;
+            timeouts = new CancellationTokenSource(settings.WriteTimeout + TimeSpan.FromSeconds(1));
+        }
+        return timeouts.Token;
     }
 
     private void WatchMaster()
