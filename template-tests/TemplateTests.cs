@@ -2,6 +2,9 @@ using PreforkTemplates.Tests.Infrastructure;
 using Xunit;
 using Xunit.Abstractions;
 
+// The server and these tests are for Linux (signals, /proc, Unix file modes).
+[assembly: System.Runtime.Versioning.SupportedOSPlatform("linux")]
+
 namespace PreforkTemplates.Tests;
 
 /// <summary>What `dotnet new prefork-server` writes, and what it refuses.</summary>

@@ -20,6 +20,7 @@ public sealed partial class ServerProcess : IDisposable
     private readonly Process shell;
     private readonly ConcurrentQueue<string> log = new();
     private readonly HashSet<int> workerPids = [];
+    private readonly HashSet<int> masterPids = [];
     private readonly object gate = new();
 
     /// <summary>The process the shell started (the master, or `dotnet run` above it), leader of its group.</summary>
@@ -84,18 +85,24 @@ public sealed partial class ServerProcess : IDisposable
     {
         log.Enqueue(line);
         Match listening = ListeningLine().Match(line);
-        if (listening.Success)
+        if (listening.Success && MasterPid == 0)
         {
             MasterPid = int.Parse(listening.Groups[1].Value, CultureInfo.InvariantCulture);
             Port = int.Parse(listening.Groups[2].Value, CultureInfo.InvariantCulture);
         }
+        Match master = MasterLine().Match(line);
+        if (master.Success)
+            lock (gate) masterPids.Add(int.Parse(master.Groups[1].Value, CultureInfo.InvariantCulture));
         Match started = StartedLine().Match(line);
         if (started.Success)
             lock (gate) workerPids.Add(int.Parse(started.Groups[1].Value, CultureInfo.InvariantCulture));
     }
 
-    [GeneratedRegex(@"^\[master (\d+)\] listening on .*:(\d+),")]
+    [GeneratedRegex(@"^\[master (\d+)\] listening on .*?:(\d+)[ ,]")]
     private static partial Regex ListeningLine();
+
+    [GeneratedRegex(@"^\[master (\d+)\]")]
+    private static partial Regex MasterLine();
 
     [GeneratedRegex(@"\(pid (\d+)\) started")]
     private static partial Regex StartedLine();
@@ -108,11 +115,17 @@ public sealed partial class ServerProcess : IDisposable
         {
             if (limit.Elapsed > (timeout ?? TimeSpan.FromSeconds(30)))
                 throw new TimeoutException($"no log line with '{text}' (x{count}) within {timeout ?? TimeSpan.FromSeconds(30)}; the log:\n{LogText}");
-            if (shell.HasExited && log.Count(l => l.Contains(text, StringComparison.Ordinal)) < count)
+            if (shell.HasExited && DrainLog() && log.Count(l => l.Contains(text, StringComparison.Ordinal)) < count)
                 throw new InvalidOperationException($"the server exited ({shell.ExitCode}) before logging '{text}'; the log:\n{LogText}");
             Thread.Sleep(20);
         }
     }
+
+    /// <summary>
+    /// Waits (up to 5 s) for the end of the log: once every process that writes it has exited.
+    /// A new master from USR2 outlives the shell and keeps it open, hence the bound.
+    /// </summary>
+    private bool DrainLog() => Task.Run(() => shell.WaitForExit()).Wait(TimeSpan.FromSeconds(5)) || true;
 
     public ServerProcess WaitUntilReady()
     {
@@ -124,7 +137,7 @@ public sealed partial class ServerProcess : IDisposable
     public int? WaitForExit(TimeSpan timeout)
     {
         if (!shell.WaitForExit(timeout)) return null;
-        shell.WaitForExit(); // drain the log
+        DrainLog();
         return shell.ExitCode;
     }
 
@@ -144,17 +157,18 @@ public sealed partial class ServerProcess : IDisposable
 
     public void Dispose()
     {
-        // Politely first, so the master reaps its workers; then SIGKILL whatever is left.
-        if (MasterPid != 0 && Proc.IsAlive(MasterPid) && Proc.GroupOf(MasterPid) == Pid)
-        {
-            Syscall.kill(MasterPid, Signum.SIGINT);
-            shell.WaitForExit(TimeSpan.FromSeconds(5));
-        }
+        int[] masters;
+        lock (gate) masters = [.. masterPids];
+        bool Ours(int pid) => Proc.IsAlive(pid) && Proc.GroupOf(pid) == Pid;
+
+        // Politely first, so each master reaps its workers; then SIGKILL whatever is left.
+        foreach (int master in masters.Where(Ours)) Syscall.kill(master, Signum.SIGINT);
+        Proc.WaitUntil(() => !masters.Any(Ours), TimeSpan.FromSeconds(5));
+
         var pids = new List<int> { Pid };
-        if (MasterPid != 0) pids.Add(MasterPid);
+        pids.AddRange(masters);
         pids.AddRange(StartedWorkers());
-        foreach (int pid in pids.Distinct())
-            if (Proc.IsAlive(pid) && Proc.GroupOf(pid) == Pid) Syscall.kill(pid, Signum.SIGKILL);
+        foreach (int pid in pids.Distinct().Where(Ours)) Syscall.kill(pid, Signum.SIGKILL);
         if (!shell.WaitForExit(TimeSpan.FromSeconds(10))) shell.Kill();
         shell.Dispose();
     }

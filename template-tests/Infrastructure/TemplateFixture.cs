@@ -27,6 +27,7 @@ public sealed class TemplateFixture : IAsyncLifetime
         new("name-Socket", "Socket", []),
         new("name-Program", "Program", []),
         new("aot", "MyAotServer", ["--aot"]),
+        new("systemd", "MyServer", ["--systemd", "--port", "9100"]),
     ];
 
     public string RepoRoot { get; } = FindRepoRoot();
@@ -61,6 +62,15 @@ public sealed class TemplateFixture : IAsyncLifetime
         try { Directory.Delete(WorkDir, recursive: true); } catch (IOException) { }
     }
 
+    /// <summary>Waits for every build the fixture started (whether it succeeded or not).</summary>
+    public async Task AllBuiltAsync()
+    {
+        foreach (var build in built.Values.ToList())
+        {
+            try { await build.Value; } catch (InvalidOperationException) { }
+        }
+    }
+
     /// <summary>Runs <c>dotnet new</c> with this fixture's template store.</summary>
     public Task<CliResult> DotnetNewAsync(IEnumerable<string> args) =>
         Cli.DotnetAsync(["new", .. args, "--debug:custom-hive", Hive]);
@@ -80,7 +90,8 @@ public sealed class TemplateFixture : IAsyncLifetime
 
     /// <summary>
     /// The default project, with its handler customised as a user would: it waits SLOW_MS
-    /// milliseconds before answering, and fails to start when FAIL_START is set.
+    /// milliseconds before answering, fails to start when FAIL_START is set, and blocks its
+    /// thread forever on the first connection that manages to rename the file HANG_FILE.
     /// </summary>
     public Task<string> BehaviourProjectAsync() =>
         built.GetOrAdd("behaviour", _ => new Lazy<Task<string>>(async () =>
@@ -94,7 +105,13 @@ public sealed class TemplateFixture : IAsyncLifetime
                 "        delay = TimeSpan.FromMilliseconds(int.Parse(Environment.GetEnvironmentVariable(\"SLOW_MS\") ?? \"0\", CultureInfo.InvariantCulture));");
             code = Replace(code, "    private readonly byte[] reply;", "    private readonly byte[] reply;\n    private readonly TimeSpan delay;");
             code = Replace(code, "        await client.SendAsync(reply, SocketFlags.None, timeout);",
-                "        if (delay > TimeSpan.Zero) await Task.Delay(delay, timeout);\n        await client.SendAsync(reply, SocketFlags.None, timeout);");
+                "        if (delay > TimeSpan.Zero) await Task.Delay(delay, timeout);\n" +
+                "        if (Environment.GetEnvironmentVariable(\"HANG_FILE\") is string hang && System.IO.File.Exists(hang))\n" +
+                "        {\n" +
+                "            try { System.IO.File.Move(hang, hang + \".taken\"); Thread.Sleep(Timeout.Infinite); }\n" +
+                "            catch (System.IO.IOException) { }\n" +
+                "        }\n" +
+                "        await client.SendAsync(reply, SocketFlags.None, timeout);");
             File.WriteAllText(handler, code);
             await BuildAsync(dir);
             return dir;

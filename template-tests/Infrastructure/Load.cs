@@ -1,0 +1,103 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+
+namespace PreforkTemplates.Tests.Infrastructure;
+
+/// <summary>
+/// A load generator for tests: <c>clients</c> threads, each connect → read to the server's
+/// close → check the greeting, over and over, so that many connections are open at all
+/// times. Every failed connect, reset, timeout and short read is counted with its time.
+/// It stops when disposed, or after <c>limit</c> at the latest.
+/// </summary>
+public sealed class Load : IDisposable
+{
+    public sealed record Failure(TimeSpan At, string Kind, string Detail);
+
+    private readonly int port;
+    private readonly Thread[] threads;
+    private readonly Stopwatch clock = Stopwatch.StartNew();
+    private readonly TimeSpan limit;
+    private readonly ConcurrentQueue<Failure> failures = new();
+    private readonly ConcurrentDictionary<int, int> perPid = new();
+    private readonly ConcurrentQueue<(TimeSpan At, int Pid)> successes = new();
+    private volatile bool stop;
+    private long attempted;
+
+    public Load(int port, int clients = 16, TimeSpan? limit = null)
+    {
+        this.port = port;
+        this.limit = limit ?? TimeSpan.FromSeconds(60);
+        threads = [.. Enumerable.Range(0, clients).Select(i => new Thread(Run) { IsBackground = true, Name = $"load {i}" })];
+        foreach (Thread thread in threads) thread.Start();
+    }
+
+    public long Attempted => Interlocked.Read(ref attempted);
+    public IReadOnlyList<Failure> Failures => [.. failures];
+    public IReadOnlyDictionary<int, int> PerPid => perPid;
+    public TimeSpan Now => clock.Elapsed;
+
+    /// <summary>Pids that answered at or after <paramref name="since"/>.</summary>
+    public IReadOnlySet<int> PidsSince(TimeSpan since) => successes.Where(s => s.At >= since).Select(s => s.Pid).ToHashSet();
+
+    /// <summary>The longest time between two successful answers: the worst gap in service.</summary>
+    public TimeSpan LongestGap()
+    {
+        var times = successes.Select(s => s.At).Order().ToList();
+        return times.Count < 2 ? TimeSpan.Zero : times.Zip(times.Skip(1), (a, b) => b - a).Max();
+    }
+
+    /// <summary>Waits until at least <paramref name="count"/> more connections have succeeded.</summary>
+    public void WaitForSuccesses(int count, TimeSpan? timeout = null)
+    {
+        int target = successes.Count + count;
+        if (!Proc.WaitUntil(() => successes.Count >= target, timeout ?? TimeSpan.FromSeconds(20)))
+            throw new TimeoutException($"the load did not reach {count} more answers; failures: {Summary()}");
+    }
+
+    public string Summary() =>
+        $"{Attempted} attempted, {failures.Count} failed" +
+        (failures.IsEmpty ? "" : ": " + string.Join("; ", failures.Take(5).Select(f => $"{f.At.TotalMilliseconds:0}ms {f.Kind} {f.Detail}"))) +
+        $", longest gap {LongestGap().TotalMilliseconds:0} ms";
+
+    private void Run()
+    {
+        var buffer = new byte[1024];
+        while (!stop && clock.Elapsed < limit)
+        {
+            Interlocked.Increment(ref attempted);
+            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            socket.ReceiveTimeout = 10_000;
+            string stage = "connect";
+            try
+            {
+                socket.Connect(IPAddress.Loopback, port);
+                stage = "read";
+                int length = 0, n;
+                while ((n = socket.Receive(buffer, length, buffer.Length - length, SocketFlags.None)) > 0) length += n;
+                string text = Encoding.UTF8.GetString(buffer, 0, length);
+                if (!text.EndsWith('\n') || !int.TryParse(text.TrimEnd('\n').Split(' ')[^1], NumberStyles.None, CultureInfo.InvariantCulture, out int pid))
+                {
+                    failures.Enqueue(new Failure(clock.Elapsed, "short read", $"'{text}'"));
+                    continue;
+                }
+                perPid.AddOrUpdate(pid, 1, (_, c) => c + 1);
+                successes.Enqueue((clock.Elapsed, pid));
+            }
+            catch (SocketException e)
+            {
+                failures.Enqueue(new Failure(clock.Elapsed, $"{stage}: {e.SocketErrorCode}", e.Message));
+                if (e.SocketErrorCode == SocketError.ConnectionRefused) Thread.Sleep(10); // nobody listens: do not spin
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        stop = true;
+        foreach (Thread thread in threads) thread.Join(TimeSpan.FromSeconds(15));
+    }
+}
