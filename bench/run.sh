@@ -1,23 +1,37 @@
 #!/usr/bin/env bash
 # Benchmark of prefork greeting servers on this machine (loopback only).
 #
-#   bash bench/run.sh [-d SECONDS] [-w WORKERS] [-c CONCURRENCY] [SERVER...]
+#   bash bench/run.sh [-r RUNS] [-d SECONDS] [-w WORKERS] [-c CONCURRENCY] [SERVER...]
 #   bash bench/run.sh --list
 #
-# Environment (the options above win): DURATION (10), WORKERS (5),
-# CONCURRENCY (64), SERVERS ("c node-rr node-none ruby"), LOADGEN_MODE (LoadGen's default),
-# READY_TIMEOUT (30 s), SETTLE (0.5 s idle before measuring), RESULTS_DIR.
+#   -r, --runs N          rounds: every selected server runs N times (default 3)
+#   -d, --duration S      seconds of load per run (default 10)
+#   -w, --workers N       workers per server (default 5)
+#   -c, --concurrency N   concurrent LoadGen clients (default 64)
+#   --list                print the known servers
 #
-# For every server: build, launch with WORKERS workers on 127.0.0.1 port 0, wait
-# for it to be ready and learn its port, measure idle memory, run LoadGen for
-# DURATION seconds, measure server CPU and loaded memory, stop it with SIGTERM.
-# Then bench/results/{results.md,results.json,chart.svg} are written.
+# Environment (the options above win): RUNS (3), DURATION (10), WORKERS (5),
+# CONCURRENCY (64), SERVERS ("c csharp-jit csharp-aot node-rr node-none ruby"),
+# LOADGEN_MODE (LoadGen's default), READY_TIMEOUT (30 s), SETTLE (0.5 s idle before
+# measuring), RESULTS_DIR.
+#
+# Every server is built once (before the first run). Then the servers are measured in
+# RUNS rounds; each round runs every selected server once, in the order given
+# (alternating, so slow drifts of the machine hit every server alike). Each run is a
+# fresh launch: start with WORKERS workers on 127.0.0.1 port 0, wait until ready and learn
+# the port (startup time), measure idle memory, run LoadGen for DURATION seconds, measure
+# server CPU and loaded memory, stop the server with SIGTERM. Raw data goes to
+# bench/results/raw/SERVER/run-K/. Then bench/results/{results.md,results.json,chart.svg}
+# are written: per server, the median over its runs of every figure (the ratio to C is
+# taken per round against that round's C run, then its median), the min-max of conn/s
+# and of the ratio, and failed connections summed over all runs.
 #
 # Adding a server = adding one server_NAME function (see "Servers" below).
 set -uo pipefail
 export LC_ALL=C
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 WORKERS=${WORKERS:-5}
 CONCURRENCY=${CONCURRENCY:-64}
@@ -292,32 +306,49 @@ cleanup() {
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
-# run_server NAME: one complete measurement; results in $RAW_DIR/NAME.
-run_server() {
-  local name=$1 fn=server_${1//-/_}
-  RUN_DIR=$RAW_DIR/$name
+# resolve_server NAME: resets the SERVER_* variables and calls server_NAME, whose status
+# it returns (non-zero: skipped, reason in SKIP_REASON).
+resolve_server() {
+  local fn=server_${1//-/_}
+  declare -F "$fn" > /dev/null || die "unknown server '$1' (known: ${ALL_SERVERS[*]})"
+  SERVER_LABEL=$1 SERVER_CMD=() SERVER_READY=ready_line SERVER_READY_STREAM=stdout SKIP_REASON="" SERVER_PORT=""
+  "$fn"
+}
+
+# new_run_dir NAME RUN: (re)creates RUN_DIR=$RAW_DIR/NAME/run-RUN with the common meta.env lines.
+new_run_dir() {
+  RUN_DIR=$RAW_DIR/$1/run-$2
   rm -rf "$RUN_DIR"; mkdir -p "$RUN_DIR"
-  meta name "$name"
+  meta name "$1"
+  meta run "$2"
+  meta runs "$RUNS"
   meta workers "$WORKERS"
   meta concurrency "$CONCURRENCY"
   meta duration "$DURATION"
   meta machine "$MACHINE"
+}
 
-  SERVER_LABEL=$name SERVER_CMD=() SERVER_READY=ready_line SERVER_READY_STREAM=stdout SKIP_REASON="" SERVER_PORT=""
-  if ! declare -F "$fn" > /dev/null; then
-    die "unknown server '$name' (known: ${ALL_SERVERS[*]})"
-  fi
-  if ! "$fn"; then
-    meta label "$SERVER_LABEL"
-    meta status skipped
-    meta note "${SKIP_REASON:-skipped}"
-    printf '%s: %s\n' "$name" "${SKIP_REASON:-skipped}"
+# record_skip NAME: the server (or its runtime) is not available; noted in RUN_DIR.
+record_skip() {
+  meta label "$SERVER_LABEL"
+  meta status skipped
+  meta note "${SKIP_REASON:-skipped}"
+  printf '%s: %s\n' "$1" "${SKIP_REASON:-skipped}"
+}
+
+# run_server NAME RUN: one complete measurement with a fresh launch of the server;
+# results in $RAW_DIR/NAME/run-RUN.
+run_server() {
+  local name=$1 run=$2
+  new_run_dir "$name" "$run"
+  if ! resolve_server "$name"; then
+    record_skip "$name"
     return 0
   fi
   meta label "$SERVER_LABEL"
   local shown=${SERVER_CMD[*]}
   meta command "${shown//"$BENCH_DIR"/bench}"
-  log "$SERVER_LABEL: ${SERVER_CMD[*]}"
+  log "$SERVER_LABEL, run $run of $RUNS: ${SERVER_CMD[*]}"
 
   # Launch: the watched stream goes through a FIFO that SERVER_READY reads, the other to a log file.
   local fifo=$RUN_DIR/ready.fifo t0_us t1_us other_log=$RUN_DIR/server.stderr.log
@@ -389,20 +420,30 @@ run_server() {
 selected=()
 while (($#)); do
   case $1 in
+    -r|--runs) RUNS=${2:?}; shift 2 ;;
     -d|--duration) DURATION=${2:?}; shift 2 ;;
     -w|--workers) WORKERS=${2:?}; shift 2 ;;
     -c|--concurrency) CONCURRENCY=${2:?}; shift 2 ;;
     --list) printf '%s\n' "${ALL_SERVERS[@]}"; exit 0 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; exit 0 ;;
     -*) die "unknown option $1" ;;
     *) selected+=("$1"); shift ;;
   esac
 done
 ((${#selected[@]})) || read -r -a selected <<< "$SERVERS"
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
 [[ $DURATION =~ ^[0-9]+([.][0-9]+)?$ ]] || die "DURATION must be a number of seconds"
 [[ $WORKERS =~ ^[1-9][0-9]*$ ]] || die "WORKERS must be a positive integer"
 [[ $CONCURRENCY =~ ^[1-9][0-9]*$ ]] || die "CONCURRENCY must be a positive integer"
 [[ $READY_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "READY_TIMEOUT must be a positive integer (seconds)"
+
+# Each server once, in the order given; unknown names stop the script before anything runs.
+servers=()
+for s in "${selected[@]}"; do
+  declare -F "server_${s//-/_}" > /dev/null || die "unknown server '$s' (known: ${ALL_SERVERS[*]})"
+  [[ " ${servers[*]} " == *" $s "* ]] || servers+=("$s")
+done
+((${#servers[@]})) || die "no server selected"
 
 MACHINE="$(uname -sm) $(uname -r | cut -d- -f1), $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 
@@ -413,11 +454,29 @@ dotnet build "$BENCH_DIR/LoadGen/LoadGen.csproj" -c Release -nologo -v quiet \
 log "building the C server"
 cc -O2 -Wall -Wextra -Werror -o "$C_BIN" "$BENCH_DIR/c-server/prefork.c" || die "C server build failed"
 
-run_dirs=()
-for s in "${selected[@]}"; do
-  run_server "$s"
-  run_dirs+=("$RAW_DIR/$s")
+# Resolve every server once before the first run: builds (such as build_csharp) happen
+# here rather than between two measured runs, and a missing runtime is recorded once as
+# skipped (raw/NAME/run-1) instead of in every round.
+declare -A SKIPPED=()
+server_dirs=()
+for s in "${servers[@]}"; do
+  rm -rf "${RAW_DIR:?}/$s"
+  server_dirs+=("$RAW_DIR/$s")
+  if ! resolve_server "$s"; then
+    SKIPPED[$s]=1
+    new_run_dir "$s" 1
+    record_skip "$s"
+  fi
+done
+
+# RUNS rounds; each runs every server once, always in the same order.
+for ((round = 1; round <= RUNS; round++)); do
+  for s in "${servers[@]}"; do
+    [[ -n ${SKIPPED[$s]:-} ]] && continue
+    log "round $round of $RUNS: $s"
+    run_server "$s" "$round"
+  done
 done
 
 log "writing $RESULTS_DIR/results.md, results.json, chart.svg"
-"$LOADGEN" report --out "$RESULTS_DIR" --baseline c "${run_dirs[@]}"
+"$LOADGEN" report --out "$RESULTS_DIR" --baseline c "${server_dirs[@]}"

@@ -51,7 +51,7 @@ internal sealed class RunOptions
                   (connect -> read "Hello from <pid>\n" until EOF -> close).
 
         usage: LoadGen [run] --port N [options]
-               LoadGen report --out DIR [--baseline NAME] RUNDIR...   (used by bench/run.sh)
+               LoadGen report --out DIR [--baseline NAME] SERVERDIR...   (used by bench/run.sh)
 
           --host ADDR          loopback address to connect to (127.0.0.0/8, ::1 or
                                'localhost'); anything else is refused. Default 127.0.0.1

@@ -72,7 +72,11 @@ internal sealed class PidCount
     public long Connections { get; set; }
 }
 
-/// <summary>bench/results/results.json: one entry per server of a bench/run.sh run.</summary>
+/// <summary>
+/// bench/results/results.json: one entry per server of a bench/run.sh invocation. The
+/// servers ran in <see cref="Rounds"/> rounds, each round running every server once in
+/// <see cref="Order"/>.
+/// </summary>
 internal sealed class BenchSummary
 {
     public string GeneratedAtUtc { get; set; } = "";
@@ -82,21 +86,56 @@ internal sealed class BenchSummary
     public double? DurationSeconds { get; set; }
     public int? Workers { get; set; }
     public int? Concurrency { get; set; }
+
+    /// <summary>Number of rounds (runs per server that was not skipped).</summary>
+    public int Rounds { get; set; }
+
+    /// <summary>Server names in the order every round ran them.</summary>
+    public List<string> Order { get; set; } = [];
+
+    /// <summary>How the per-server figures are derived from the runs.</summary>
+    public string Aggregation { get; set; } =
+        "median over the server's successful runs (even count: mean of the two middle values); " +
+        "ratioToBaseline: median over rounds of (run's conn/s / the baseline's conn/s in the same round); " +
+        "failed and failures: sums over all runs";
+
     public List<ServerSummary> Servers { get; set; } = [];
 }
 
+/// <summary>
+/// One server: the median over its successful runs of every per-run figure (see
+/// <see cref="RunSummary"/>), the min/max of conn/s and of the ratio, failures summed over
+/// all runs, and every run in <see cref="Runs"/>.
+/// </summary>
 internal sealed class ServerSummary
 {
     public string Name { get; set; } = "";
     public string Label { get; set; } = "";
 
-    /// <summary>ok, failed (something went wrong, see note), or skipped (runtime missing).</summary>
+    /// <summary>ok (at least one run succeeded), failed (none did, see note), or skipped (runtime missing).</summary>
     public string Status { get; set; } = "";
+
+    /// <summary>The runs' notes, prefixed with their run numbers.</summary>
     public string? Note { get; set; }
     public string? Command { get; set; }
     public int? Workers { get; set; }
+
+    /// <summary>Runs that succeeded: the medians are taken over these.</summary>
+    public int RunCount { get; set; }
+
+    /// <summary>Runs launched (successful or not).</summary>
+    public int RunsAttempted { get; set; }
     public double? ConnectionsPerSecond { get; set; }
+    public double? ConnectionsPerSecondMin { get; set; }
+    public double? ConnectionsPerSecondMax { get; set; }
+
+    /// <summary>Median over rounds of this server's conn/s ÷ the baseline's conn/s in the same round.</summary>
     public double? RatioToBaseline { get; set; }
+    public double? RatioToBaselineMin { get; set; }
+    public double? RatioToBaselineMax { get; set; }
+
+    /// <summary>Rounds in which both this server and the baseline succeeded (the ratios' count).</summary>
+    public int RatioRounds { get; set; }
 
     /// <summary>Server CPU (user+system, master and all descendants) per successful connection, µs.</summary>
     public double? ServerCpuUsPerConnection { get; set; }
@@ -113,10 +152,52 @@ internal sealed class ServerSummary
     public double? StartupMs { get; set; }
     public MemorySnapshot? Idle { get; set; }
     public MemorySnapshot? Loaded { get; set; }
+
+    /// <summary>Connections made in one run (median).</summary>
+    public long? Connections { get; set; }
+    public double? PidsSeen { get; set; }
+    public double? ClientCpuUsPerConnection { get; set; }
+    public double? ClientCpuUserUsPerConnection { get; set; }
+    public double? ClientCpuSystemUsPerConnection { get; set; }
+
+    /// <summary>Failed connections, summed over all runs.</summary>
+    public long? Failed { get; set; }
+
+    /// <summary>Failed connections by kind, summed over all runs.</summary>
+    public Dictionary<string, long>? Failures { get; set; }
+    public List<RunSummary> Runs { get; set; } = [];
+}
+
+/// <summary>One launch of one server: bench/results/raw/SERVER/run-K.</summary>
+internal sealed class RunSummary
+{
+    /// <summary>Round number, 1-based.</summary>
+    public int Run { get; set; }
+
+    /// <summary>ok, failed (something went wrong, see note), or skipped (runtime missing).</summary>
+    public string Status { get; set; } = "";
+    public string? Note { get; set; }
+    public string? Command { get; set; }
+    public int? Workers { get; set; }
+    public double? ConnectionsPerSecond { get; set; }
+
+    /// <summary>conn/s ÷ the baseline's conn/s in the same round.</summary>
+    public double? RatioToBaseline { get; set; }
+    public double? ServerCpuUsPerConnection { get; set; }
+    public double? ServerCpuShareOfMachine { get; set; }
+    public double? ServerCpuSeconds { get; set; }
+    public double? Fairness { get; set; }
+    public double? P50Us { get; set; }
+    public double? P99Us { get; set; }
+    public double? MaxUs { get; set; }
+    public double? StartupMs { get; set; }
+    public MemorySnapshot? Idle { get; set; }
+    public MemorySnapshot? Loaded { get; set; }
     public long? Connections { get; set; }
     public long? Failed { get; set; }
     public Dictionary<string, long>? Failures { get; set; }
     public int? LoadGenExitCode { get; set; }
+    public int? ServerExitCode { get; set; }
     public LoadResult? LoadGen { get; set; }
 }
 

@@ -6,9 +6,13 @@ using System.Text.Json;
 namespace LoadGen;
 
 /// <summary>
-/// <c>LoadGen report --out DIR [--baseline NAME] RUNDIR...</c>: merges the per-server run
-/// directories written by bench/run.sh (meta.env with the server-side measurements, plus
-/// loadgen.json) into DIR/results.md, DIR/results.json and DIR/chart.svg.
+/// <c>LoadGen report --out DIR [--baseline NAME] SERVERDIR...</c>: merges the raw directories
+/// written by bench/run.sh into DIR/results.md, DIR/results.json and DIR/chart.svg.
+/// Each SERVERDIR holds one <c>run-K</c> directory per round (meta.env with the server-side
+/// measurements, plus loadgen.json); a SERVERDIR without <c>run-K</c> directories is read as a
+/// single run. Every per-server figure is the median over the server's successful runs; the
+/// ratio to the baseline is computed per round against the baseline's run of the same round,
+/// then its median is taken; failures are summed over all runs.
 /// </summary>
 internal static class SummaryReport
 {
@@ -18,7 +22,7 @@ internal static class SummaryReport
     {
         string? outDir = null;
         string baseline = "c";
-        var runDirs = new List<string>();
+        var serverDirs = new List<string>();
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -35,27 +39,31 @@ internal static class SummaryReport
                         throw new UsageException($"report: unknown argument '{args[i]}'");
                     }
 
-                    runDirs.Add(args[i]);
+                    serverDirs.Add(args[i]);
                     break;
             }
         }
 
-        if (outDir is null || runDirs.Count == 0)
+        if (outDir is null || serverDirs.Count == 0)
         {
-            throw new UsageException("usage: LoadGen report --out DIR [--baseline NAME] RUNDIR...");
+            throw new UsageException("usage: LoadGen report --out DIR [--baseline NAME] SERVERDIR...");
         }
 
-        var servers = runDirs.Select(Load).ToList();
-        ServerSummary? baseServer = servers.FirstOrDefault(s => s.Name == baseline && s.ConnectionsPerSecond > 0);
+        var loaded = serverDirs.Select(LoadServer).ToList();
+        List<ServerSummary> servers = [.. loaded.Select(l => l.Server)];
+
+        // The baseline's conn/s per round: every run's ratio is taken against the same round.
+        ServerSummary? baseServer = servers.FirstOrDefault(s => s.Name == baseline && s.Runs.Any(IsMeasured));
+        Dictionary<int, double> baseCps = baseServer is null
+            ? []
+            : baseServer.Runs.Where(r => IsMeasured(r) && r.ConnectionsPerSecond > 0)
+                .ToDictionary(r => r.Run, r => r.ConnectionsPerSecond!.Value);
         foreach (ServerSummary s in servers)
         {
-            if (baseServer is not null && s.ConnectionsPerSecond is double cps)
-            {
-                s.RatioToBaseline = Math.Round(cps / baseServer.ConnectionsPerSecond!.Value, 3);
-            }
+            Aggregate(s, baseCps);
         }
 
-        Dictionary<string, string> firstMeta = ReadMeta(runDirs[0]);
+        Dictionary<string, string> firstMeta = loaded.Select(l => l.FirstMeta).FirstOrDefault(m => m.Count > 0) ?? [];
         var summary = new BenchSummary
         {
             GeneratedAtUtc = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", Ci),
@@ -65,6 +73,8 @@ internal static class SummaryReport
             DurationSeconds = Num(firstMeta, "duration"),
             Workers = (int?)Num(firstMeta, "workers"),
             Concurrency = (int?)Num(firstMeta, "concurrency"),
+            Rounds = servers.SelectMany(s => s.Runs).Where(r => r.Status != "skipped").Select(r => r.Run).DefaultIfEmpty(0).Max(),
+            Order = [.. servers.Where(s => s.Status != "skipped").Select(s => s.Name)],
             Servers = servers,
         };
 
@@ -78,65 +88,245 @@ internal static class SummaryReport
         return 0;
     }
 
-    private static ServerSummary Load(string dir)
+    /// <summary>A run that produced figures the medians can use.</summary>
+    private static bool IsMeasured(RunSummary r) => r.Status == "ok" && r.LoadGen is not null && r.ConnectionsPerSecond is not null;
+
+    private static (ServerSummary Server, Dictionary<string, string> FirstMeta) LoadServer(string dir)
     {
-        Dictionary<string, string> meta = ReadMeta(dir);
+        // run-K subdirectories, in round order; without any, DIR itself is one run (older layout).
+        var runDirs = new List<(string Dir, int Run)>();
+        if (Directory.Exists(dir))
+        {
+            foreach (string d in Directory.GetDirectories(dir))
+            {
+                string leaf = Path.GetFileName(d);
+                if (leaf.StartsWith("run-", StringComparison.Ordinal) &&
+                    int.TryParse(leaf.AsSpan(4), NumberStyles.None, Ci, out int k) && k > 0)
+                {
+                    runDirs.Add((d, k));
+                }
+            }
+        }
+
+        if (runDirs.Count == 0)
+        {
+            runDirs.Add((dir, 1));
+        }
+
+        runDirs.Sort((a, b) => a.Run.CompareTo(b.Run));
+        var metas = runDirs.Select(r => ReadMeta(r.Dir)).ToList();
         var s = new ServerSummary
         {
-            Name = meta.GetValueOrDefault("name", Path.GetFileName(Path.TrimEndingDirectorySeparator(dir))),
-            Label = meta.GetValueOrDefault("label", ""),
-            Status = meta.GetValueOrDefault("status", "failed"),
-            Note = meta.GetValueOrDefault("note") is { Length: > 0 } note ? note : null,
-            Command = meta.GetValueOrDefault("command"),
-            Workers = (int?)Num(meta, "workers"),
-            StartupMs = Num(meta, "startup_ms") is double ms ? Math.Round(ms, 1) : null,
-            LoadGenExitCode = (int?)Num(meta, "loadgen_exit"),
-            Idle = Memory(meta, "idle"),
-            Loaded = Memory(meta, "loaded"),
+            Name = metas.Select(m => m.GetValueOrDefault("name")).FirstOrDefault(n => !string.IsNullOrEmpty(n))
+                ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(dir)),
+            Label = metas.Select(m => m.GetValueOrDefault("label")).FirstOrDefault(n => !string.IsNullOrEmpty(n)) ?? "",
+            Runs = [.. runDirs.Select((r, i) => LoadRun(r.Dir, r.Run, metas[i]))],
         };
         if (s.Label.Length == 0)
         {
             s.Label = s.Name;
         }
 
+        return (s, metas[0]);
+    }
+
+    private static RunSummary LoadRun(string dir, int run, Dictionary<string, string> meta)
+    {
+        var r = new RunSummary
+        {
+            Run = run,
+            Status = meta.GetValueOrDefault("status", "failed"),
+            Note = meta.GetValueOrDefault("note") is { Length: > 0 } note ? note : null,
+            Command = meta.GetValueOrDefault("command"),
+            Workers = (int?)Num(meta, "workers"),
+            StartupMs = Num(meta, "startup_ms") is double ms ? Math.Round(ms, 1) : null,
+            LoadGenExitCode = (int?)Num(meta, "loadgen_exit"),
+            ServerExitCode = (int?)Num(meta, "server_exit"),
+            Idle = Memory(meta, "idle"),
+            Loaded = Memory(meta, "loaded"),
+        };
+        if (meta.Count == 0)
+        {
+            r.Note ??= "no meta.env (the run did not start)";
+        }
+
         string jsonPath = Path.Combine(dir, "loadgen.json");
         if (File.Exists(jsonPath))
         {
-            LoadResult? r = JsonSerializer.Deserialize(File.ReadAllText(jsonPath), BenchJsonContext.Default.LoadResult);
-            if (r is not null)
+            LoadResult? lr = JsonSerializer.Deserialize(File.ReadAllText(jsonPath), BenchJsonContext.Default.LoadResult);
+            if (lr is not null)
             {
-                s.LoadGen = r;
-                s.ConnectionsPerSecond = r.ConnectionsPerSecond;
-                s.Fairness = r.Fairness;
-                s.P50Us = r.LatencyUs.P50;
-                s.P99Us = r.LatencyUs.P99;
-                s.MaxUs = r.LatencyUs.Max;
-                s.Connections = r.Connections;
-                s.Failed = r.Failed;
-                s.Failures = r.Failures;
+                r.LoadGen = lr;
+                r.ConnectionsPerSecond = lr.ConnectionsPerSecond;
+                r.Fairness = lr.Fairness;
+                r.P50Us = lr.LatencyUs.P50;
+                r.P99Us = lr.LatencyUs.P99;
+                r.MaxUs = lr.LatencyUs.Max;
+                r.Connections = lr.Connections;
+                r.Failed = lr.Failed;
+                r.Failures = lr.Failures;
                 if (Num(meta, "cpu_ticks") is double ticks && Num(meta, "clk_tck") is double hz && hz > 0)
                 {
                     double cpuSeconds = ticks / hz;
-                    s.ServerCpuSeconds = Math.Round(cpuSeconds, 3);
-                    if (r.Ok > 0)
+                    r.ServerCpuSeconds = Math.Round(cpuSeconds, 3);
+                    if (lr.Ok > 0)
                     {
-                        s.ServerCpuUsPerConnection = Math.Round(cpuSeconds * 1e6 / r.Ok, 2);
+                        r.ServerCpuUsPerConnection = Math.Round(cpuSeconds * 1e6 / lr.Ok, 2);
                     }
 
-                    if (r.ElapsedSeconds > 0)
+                    if (lr.ElapsedSeconds > 0)
                     {
-                        s.ServerCpuShareOfMachine = Math.Round(cpuSeconds / (r.ElapsedSeconds * Environment.ProcessorCount), 3);
+                        r.ServerCpuShareOfMachine = Math.Round(cpuSeconds / (lr.ElapsedSeconds * Environment.ProcessorCount), 3);
                     }
                 }
             }
         }
-        else if (s.Status == "ok")
+        else if (r.Status == "ok")
         {
-            s.Status = "failed";
-            s.Note ??= "no loadgen.json";
+            r.Status = "failed";
+            r.Note ??= "no loadgen.json";
         }
 
-        return s;
+        return r;
+    }
+
+    /// <summary>Per-round ratios, then the medians (and ranges) over the successful runs.</summary>
+    private static void Aggregate(ServerSummary s, Dictionary<int, double> baseCps)
+    {
+        var ratios = new List<double>();
+        foreach (RunSummary r in s.Runs)
+        {
+            if (IsMeasured(r) && baseCps.TryGetValue(r.Run, out double b))
+            {
+                double ratio = r.ConnectionsPerSecond!.Value / b;
+                ratios.Add(ratio);
+                r.RatioToBaseline = Math.Round(ratio, 3);
+            }
+        }
+
+        List<RunSummary> attempted = [.. s.Runs.Where(r => r.Status != "skipped")];
+        List<RunSummary> ok = [.. attempted.Where(IsMeasured)];
+        s.RunsAttempted = attempted.Count;
+        s.RunCount = ok.Count;
+        s.Command = s.Runs.Select(r => r.Command).FirstOrDefault(c => !string.IsNullOrEmpty(c));
+        s.Workers = s.Runs.Select(r => r.Workers).FirstOrDefault(w => w is not null);
+        if (attempted.Count == 0)
+        {
+            s.Status = "skipped";
+            s.Note = s.Runs.Select(r => r.Note).FirstOrDefault(n => n is not null) ?? "skipped";
+            return;
+        }
+
+        s.Status = ok.Count > 0 ? "ok" : "failed";
+        s.Note = GroupNotes(attempted, attempted.Count);
+
+        List<double> cps = [.. ok.Select(r => r.ConnectionsPerSecond!.Value)];
+        s.ConnectionsPerSecond = Round(Median(cps), 1);
+        s.ConnectionsPerSecondMin = cps.Count > 0 ? cps.Min() : null;
+        s.ConnectionsPerSecondMax = cps.Count > 0 ? cps.Max() : null;
+        s.RatioRounds = ratios.Count;
+        s.RatioToBaseline = Round(Median(ratios), 3);
+        s.RatioToBaselineMin = ratios.Count > 0 ? Math.Round(ratios.Min(), 3) : null;
+        s.RatioToBaselineMax = ratios.Count > 0 ? Math.Round(ratios.Max(), 3) : null;
+        s.ServerCpuUsPerConnection = Round(Median(ok.Select(r => r.ServerCpuUsPerConnection)), 2);
+        s.ServerCpuShareOfMachine = Round(Median(ok.Select(r => r.ServerCpuShareOfMachine)), 3);
+        s.ServerCpuSeconds = Round(Median(ok.Select(r => r.ServerCpuSeconds)), 3);
+        s.Fairness = Round(Median(ok.Select(r => r.Fairness)), 5);
+        s.P50Us = Round(Median(ok.Select(r => r.P50Us)), 1);
+        s.P99Us = Round(Median(ok.Select(r => r.P99Us)), 1);
+        s.MaxUs = Round(Median(ok.Select(r => r.MaxUs)), 1);
+        s.StartupMs = Round(Median(ok.Select(r => r.StartupMs)), 1);
+        s.Idle = MedianMemory(ok.Select(r => r.Idle));
+        s.Loaded = MedianMemory(ok.Select(r => r.Loaded));
+        s.Connections = RoundLong(Median(ok.Select(r => (double?)r.Connections)));
+        s.PidsSeen = Median(ok.Select(r => (double?)r.LoadGen!.PerPid.Count));
+        s.ClientCpuUsPerConnection = Round(Median(ok.Select(r => (double?)r.LoadGen!.ClientCpuUsPerConnection)), 2);
+        s.ClientCpuUserUsPerConnection = Round(Median(ok.Select(r => PerConnUs(r.LoadGen!.ClientCpuUserSeconds, r.LoadGen.Connections))), 2);
+        s.ClientCpuSystemUsPerConnection = Round(Median(ok.Select(r => PerConnUs(r.LoadGen!.ClientCpuSystemSeconds, r.LoadGen.Connections))), 2);
+
+        // Failures: summed over every run that got as far as LoadGen, successful or not.
+        List<RunSummary> withLoad = [.. attempted.Where(r => r.LoadGen is not null)];
+        if (withLoad.Count > 0)
+        {
+            s.Failed = withLoad.Sum(r => r.Failed ?? 0);
+            var kinds = new Dictionary<string, long>(StringComparer.Ordinal);
+            foreach (KeyValuePair<string, long> kv in withLoad.SelectMany(r => r.Failures ?? []))
+            {
+                kinds[kv.Key] = kinds.GetValueOrDefault(kv.Key) + kv.Value;
+            }
+
+            s.Failures = kinds;
+        }
+    }
+
+    /// <summary>
+    /// The notes of <paramref name="runs"/>: "note" when the server ran once, otherwise
+    /// "run 2: note; runs 1, 3: other" ("every run: note" when all <paramref name="total"/> runs share it).
+    /// </summary>
+    private static string? GroupNotes(List<RunSummary> runs, int total)
+    {
+        if (total == 1)
+        {
+            return runs.Count == 1 ? runs[0].Note : null;
+        }
+
+        var parts = runs.Where(r => r.Note is not null)
+            .GroupBy(r => r.Note!, StringComparer.Ordinal)
+            .Select(g =>
+            {
+                int[] ks = [.. g.Select(r => r.Run)];
+                string which = ks.Length == total ? "every run"
+                    : ks.Length == 1 ? $"run {ks[0]}"
+                    : "runs " + string.Join(", ", ks);
+                return $"{which}: {g.Key}";
+            })
+            .ToList();
+        return parts.Count == 0 ? null : string.Join("; ", parts);
+    }
+
+    /// <summary>Median of the values present; the mean of the two middle ones for an even count.</summary>
+    private static double? Median(IEnumerable<double?> values) =>
+        Median(values.Where(v => v is not null).Select(v => v!.Value));
+
+    private static double? Median(IEnumerable<double> values)
+    {
+        double[] v = [.. values];
+        if (v.Length == 0)
+        {
+            return null;
+        }
+
+        Array.Sort(v);
+        int mid = v.Length / 2;
+        return v.Length % 2 == 1 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+    }
+
+    private static double? Round(double? v, int digits) => v is double d ? Math.Round(d, digits) : null;
+
+    private static long? RoundLong(double? v) => v is double d ? (long)Math.Round(d) : null;
+
+    private static double? PerConnUs(double seconds, long connections) =>
+        connections == 0 ? null : seconds * 1e6 / connections;
+
+    /// <summary>Field by field median of the snapshots (each field over the runs that have it).</summary>
+    private static MemorySnapshot? MedianMemory(IEnumerable<MemorySnapshot?> snapshots)
+    {
+        List<MemorySnapshot> m = [.. snapshots.Where(x => x is not null).Select(x => x!)];
+        if (m.Count == 0)
+        {
+            return null;
+        }
+
+        return new MemorySnapshot
+        {
+            WorkerProcesses = (int)Math.Round(Median(m.Select(x => (double)x.WorkerProcesses))!.Value),
+            PssKiBPerWorker = Round(Median(m.Select(x => x.PssKiBPerWorker)), 1),
+            RssKiBPerWorker = Round(Median(m.Select(x => x.RssKiBPerWorker)), 1),
+            MasterPssKiB = RoundLong(Median(m.Select(x => (double?)x.MasterPssKiB))),
+            MasterRssKiB = RoundLong(Median(m.Select(x => (double?)x.MasterRssKiB))),
+            TotalPssKiB = RoundLong(Median(m.Select(x => (double?)x.TotalPssKiB))),
+            TotalRssKiB = RoundLong(Median(m.Select(x => (double?)x.TotalRssKiB))),
+        };
     }
 
     private static MemorySnapshot? Memory(Dictionary<string, string> meta, string prefix)
@@ -203,48 +393,77 @@ internal static class SummaryReport
     {
         var sb = new StringBuilder();
         string baseLabel = baseServer?.Label ?? sum.Baseline;
+        List<ServerSummary> measured = [.. sum.Servers.Where(s => s.Status != "skipped")];
+        string order = string.Join(", ", measured.Select(s => Md(s.Label)));
         sb.AppendLine("# Prefork greeting server benchmark");
         sb.AppendLine();
         sb.AppendLine(Ci, $"Generated {sum.GeneratedAtUtc} by `bash bench/run.sh` on {Md(sum.Machine)}, {sum.Cores} cores. ");
-        sb.AppendLine(Ci, $"Every server: {F(sum.Workers, "0")} workers on 127.0.0.1; LoadGen: {F(sum.Concurrency, "0")} closed-loop clients for {F(sum.DurationSeconds, "0.###")} s. ");
+        sb.AppendLine(Ci, $"Every server: {F(sum.Workers, "0")} workers on 127.0.0.1; LoadGen: {F(sum.Concurrency, "0")} closed-loop clients for {F(sum.DurationSeconds, "0.###")} s per run. ");
+        if (sum.Rounds == 1)
+        {
+            sb.AppendLine(Ci, $"One run per server, in the order {order}. ");
+        }
+        else
+        {
+            sb.AppendLine(Ci, $"{sum.Rounds} rounds, each running every server once in the order {order}; every run is a fresh launch. ");
+        }
+
+        sb.AppendLine(Ci, $"Each figure is the median over a server's successful runs (the mean of the two middle runs for an even count); \"ratio to {Md(baseLabel)}\" is the median of the per-round ratios to that round's {Md(baseLabel)} run; \"failed\" is the sum over all runs. ");
         sb.AppendLine("LoadGen and the server share the same cores, so throughput is that of the whole machine. ");
         sb.AppendLine("Column meanings and how CPU and memory are measured: bench/README.md.");
         sb.AppendLine();
-        sb.AppendLine(Ci, $"| server | conn/s | ratio to {Md(baseLabel)} | server CPU µs/conn | fairness | p99 µs | startup ms | idle PSS / RSS per worker (MiB) | loaded PSS / RSS per worker (MiB) | failed |");
-        sb.AppendLine("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        sb.AppendLine(Ci, $"| server | runs | conn/s | conn/s min–max | ratio to {Md(baseLabel)} | ratio min–max | server CPU µs/conn | fairness | p99 µs | startup ms | idle PSS / RSS per worker (MiB) | loaded PSS / RSS per worker (MiB) | failed |");
+        sb.AppendLine("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
         foreach (ServerSummary s in sum.Servers)
         {
             string name = Md(s.Label);
             if (s.Status == "skipped")
             {
-                sb.AppendLine(Ci, $"| {name} | {Md(s.Note ?? "skipped")} | — | — | — | — | — | — | — | — |");
+                sb.AppendLine(Ci, $"| {name} | 0 | {Md(s.Note ?? "skipped")} | — | — | — | — | — | — | — | — | — | — |");
                 continue;
             }
 
-            string failed = s.Failed is long f ? f.ToString(Ci) : "—";
-            if (s.Status != "ok")
+            string runs = s.RunCount == s.RunsAttempted ? s.RunCount.ToString(Ci) : string.Create(Ci, $"{s.RunCount} of {s.RunsAttempted}");
+            string failed = s.Failed is long f ? f.ToString("N0", Ci) : "—";
+            string? failNote = s.Status == "ok" ? GroupNotes([.. s.Runs.Where(r => r.Status == "failed")], s.RunsAttempted) : s.Note ?? s.Status;
+            if (failNote is not null)
             {
-                failed += $" ({Md(s.Note ?? s.Status)})";
+                failed += $" ({Md(failNote)})";
             }
 
             sb.AppendLine(Ci,
-                $"| {name} | {F(s.ConnectionsPerSecond, "N0")} | {F(s.RatioToBaseline, "0.00")} | {F(s.ServerCpuUsPerConnection, "0.0")} | {F(s.Fairness, "0.0000")} | {F(s.P99Us, "0")} | {F(s.StartupMs, "0.0")} | {Mem(s.Idle)} | {Mem(s.Loaded)} | {failed} |");
+                $"| {name} | {runs} | {F(s.ConnectionsPerSecond, "N0")} | {Range(s.ConnectionsPerSecondMin, s.ConnectionsPerSecondMax, "N0")} | {F(s.RatioToBaseline, "0.00")} | {Range(s.RatioToBaselineMin, s.RatioToBaselineMax, "0.00")} | {F(s.ServerCpuUsPerConnection, "0.0")} | {F(s.Fairness, "0.0000")} | {F(s.P99Us, "0")} | {F(s.StartupMs, "0.0")} | {Mem(s.Idle)} | {Mem(s.Loaded)} | {failed} |");
         }
 
         sb.AppendLine();
-        sb.AppendLine("Details:");
+        sb.AppendLine("Details (medians over the successful runs; failures: sums over all runs):");
         sb.AppendLine();
-        sb.AppendLine("| server | connections | p50 µs | max µs | server CPU (share of all cores) | LoadGen CPU µs/conn (user + system) | pids seen | master PSS / RSS idle (MiB) | failures by kind |");
+        sb.AppendLine("| server | connections per run | p50 µs | max µs | server CPU (share of all cores) | LoadGen CPU µs/conn (user + system) | pids seen | master PSS / RSS idle (MiB) | failures by kind |");
         sb.AppendLine("|---|--:|--:|--:|--:|--:|--:|--:|---|");
-        foreach (ServerSummary s in sum.Servers.Where(s => s.LoadGen is not null))
+        foreach (ServerSummary s in sum.Servers.Where(s => s.RunCount > 0))
         {
-            LoadResult r = s.LoadGen!;
             string master = s.Idle?.MasterPssKiB is long mp && s.Idle.MasterRssKiB is long mr
                 ? string.Create(Ci, $"{mp / 1024.0:F2} / {mr / 1024.0:F2}")
                 : "—";
-            string kinds = r.Failed == 0 ? "none" : string.Join(", ", r.Failures.Where(kv => kv.Value > 0).Select(kv => $"{kv.Key} {kv.Value}"));
+            string kinds = s.Failures is null || s.Failed is null or 0
+                ? "none"
+                : string.Join(", ", s.Failures.Where(kv => kv.Value > 0).Select(kv => string.Create(Ci, $"{kv.Key} {kv.Value}")));
             sb.AppendLine(Ci,
-                $"| {Md(s.Label)} | {r.Connections:N0} | {F(s.P50Us, "0")} | {F(s.MaxUs, "0")} | {F(s.ServerCpuShareOfMachine * 100, "0")} % | {r.ClientCpuUsPerConnection:0.0} ({PerConn(r.ClientCpuUserSeconds, r.Connections)} + {PerConn(r.ClientCpuSystemSeconds, r.Connections)}) | {r.PerPid.Count} | {master} | {kinds} |");
+                $"| {Md(s.Label)} | {F(s.Connections, "N0")} | {F(s.P50Us, "0")} | {F(s.MaxUs, "0")} | {F(s.ServerCpuShareOfMachine * 100, "0")} % | {F(s.ClientCpuUsPerConnection, "0.0")} ({F(s.ClientCpuUserUsPerConnection, "0.0")} + {F(s.ClientCpuSystemUsPerConnection, "0.0")}) | {F(s.PidsSeen, "0.#")} | {master} | {kinds} |");
+        }
+
+        sb.AppendLine();
+        sb.AppendLine("Every run, in the order it ran:");
+        sb.AppendLine();
+        sb.AppendLine(Ci, $"| round | server | conn/s | ratio to {Md(baseLabel)} | server CPU µs/conn | fairness | p99 µs | startup ms | idle PSS / RSS per worker (MiB) | failed | note |");
+        sb.AppendLine("|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|---|");
+        foreach ((RunSummary r, ServerSummary s) in measured
+            .SelectMany(s => s.Runs.Where(r => r.Status != "skipped").Select(r => (Run: r, Server: s)))
+            .OrderBy(x => x.Run.Run))
+        {
+            string note = r.Status == "ok" ? r.Note ?? "" : $"{r.Status}: {r.Note ?? ""}";
+            sb.AppendLine(Ci,
+                $"| {r.Run} | {Md(s.Label)} | {F(r.ConnectionsPerSecond, "N0")} | {F(r.RatioToBaseline, "0.00")} | {F(r.ServerCpuUsPerConnection, "0.0")} | {F(r.Fairness, "0.0000")} | {F(r.P99Us, "0")} | {F(r.StartupMs, "0.0")} | {Mem(r.Idle)} | {F(r.Failed, "N0")} | {Md(note)} |");
         }
 
         sb.AppendLine();
@@ -258,18 +477,22 @@ internal static class SummaryReport
         return sb.ToString();
     }
 
+    private static string Range(double? min, double? max, string format) =>
+        min is double lo && max is double hi ? $"{lo.ToString(format, Ci)}–{hi.ToString(format, Ci)}" : "—";
+
     private static string Svg(BenchSummary sum, ServerSummary? baseServer)
     {
-        const int width = 760, labelW = 200, barMax = 400, barH = 24, gap = 12, top = 56;
+        const int width = 820, labelW = 200, barMax = 400, barH = 24, gap = 12, top = 56;
         List<ServerSummary> rows = sum.Servers;
-        double maxRatio = Math.Max(1.0, rows.Max(s => s.RatioToBaseline ?? 0));
+        double maxRatio = Math.Max(1.0, rows.Max(s => Math.Max(s.RatioToBaseline ?? 0, s.RatioToBaselineMax ?? 0)));
         int height = top + (rows.Count * (barH + gap)) + 40;
         string baseLabel = baseServer?.Label ?? sum.Baseline;
         var sb = new StringBuilder();
         sb.AppendLine(Ci, $"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"13\">");
         sb.AppendLine(Ci, $"  <rect width=\"{width}\" height=\"{height}\" fill=\"#ffffff\"/>");
         sb.AppendLine(Ci, $"  <text x=\"16\" y=\"24\" font-size=\"16\" font-weight=\"bold\">Connections/s relative to {X(baseLabel)} (higher is better)</text>");
-        sb.AppendLine(Ci, $"  <text x=\"16\" y=\"42\" fill=\"#555555\">{F(sum.Workers, "0")} workers, {F(sum.Concurrency, "0")} clients, {F(sum.DurationSeconds, "0.###")} s per server, {sum.Cores} cores shared with the load generator</text>");
+        string runs = sum.Rounds == 1 ? "1 run per server" : string.Create(Ci, $"Median of {sum.Rounds} alternating runs (line: min–max)");
+        sb.AppendLine(Ci, $"  <text x=\"16\" y=\"42\" fill=\"#555555\">{runs}, {F(sum.Workers, "0")} workers, {F(sum.Concurrency, "0")} clients, {F(sum.DurationSeconds, "0.###")} s per run, {sum.Cores} cores shared with the load generator</text>");
         for (int i = 0; i < rows.Count; i++)
         {
             ServerSummary s = rows[i];
@@ -278,9 +501,20 @@ internal static class SummaryReport
             if (s.RatioToBaseline is double ratio)
             {
                 double w = Math.Max(1, barMax * ratio / maxRatio);
+                double textX = labelW + w + 6;
                 string fill = s == baseServer ? "#7f8c8d" : "#2e86de";
                 sb.AppendLine(Ci, $"  <rect x=\"{labelW}\" y=\"{y}\" width=\"{w:F1}\" height=\"{barH}\" fill=\"{fill}\"/>");
-                sb.AppendLine(Ci, $"  <text x=\"{labelW + w + 6:F1}\" y=\"{y + 17}\">{ratio:0.00}× ({F(s.ConnectionsPerSecond, "N0")}/s)</text>");
+                string range = "";
+                if (s.RatioToBaselineMin is double lo && s.RatioToBaselineMax is double hi && hi > lo)
+                {
+                    double x1 = labelW + (barMax * lo / maxRatio), x2 = labelW + (barMax * hi / maxRatio);
+                    double ym = y + (barH / 2.0);
+                    sb.AppendLine(Ci, $"  <path d=\"M{x1:F1} {ym:F1}H{x2:F1}M{x1:F1} {ym - 5:F1}V{ym + 5:F1}M{x2:F1} {ym - 5:F1}V{ym + 5:F1}\" stroke=\"#1b2631\" stroke-width=\"1.5\" fill=\"none\"/>");
+                    textX = Math.Max(textX, x2 + 6);
+                    range = string.Create(Ci, $", {lo:0.00}–{hi:0.00}");
+                }
+
+                sb.AppendLine(Ci, $"  <text x=\"{textX:F1}\" y=\"{y + 17}\">{ratio:0.00}× ({F(s.ConnectionsPerSecond, "N0")}/s{range})</text>");
             }
             else
             {
@@ -295,9 +529,6 @@ internal static class SummaryReport
         sb.AppendLine("</svg>");
         return sb.ToString();
     }
-
-    private static string PerConn(double seconds, long connections) =>
-        connections == 0 ? "—" : (seconds * 1e6 / connections).ToString("0.0", Ci);
 
     private static string X(string text) => SecurityElement.Escape(text) ?? "";
 }

@@ -118,7 +118,15 @@ internal sealed class Master
         var local = (IPEndPoint)listener.LocalEndPoint!;
         Log.Info($"listening on {Endpoint(local.Address, local.Port)}{origin}, starting {settings.Workers} workers " +
                  $"(signals: {(settings.Signals.Count == 0 ? "none" : string.Join(",", settings.Signals))})");
-        if (!master.upgraded) master.WritePidFile();
+        try
+        {
+            if (!master.upgraded) master.WritePidFile();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Log.Info($"--pid-file: cannot write '{settings.PidFile}': {e.Message}");
+            return ExitCodes.Usage;
+        }
         try
         {
             return master.Loop();
@@ -130,28 +138,30 @@ internal sealed class Master
         }
     }
 
-    /// <summary>The master loop: take one event, act on it, then bring the pool to its size.</summary>
+    /// <summary>The master loop: bring the pool to its size, then wait for one event and act on it.</summary>
     private int Loop()
     {
         while (true)
         {
+            if (state == State.Running)
+            {
+                KillSilentWorkers();
+                CheckNewMaster();
+                MaintainWorkers();
+            }
+            else if (workers.Count == 0)
+            {
+                if (retiring) Log.Info("retired: the new master serves now");
+                else Log.Info(fatal is null ? "all workers have exited; stopped" : $"stopped: {fatal}");
+                return fatal is null ? ExitCodes.Ok : ExitCodes.WorkersFailed;
+            }
+            else if (Environment.TickCount64 >= killAt)
+            {
+                KillAll(Signum.SIGKILL, "shutdown timeout passed");
+            }
+
             if (events.TryTake(out Event? next, MillisecondsUntilNextDeadline()))
                 Handle(next);
-
-            if (state != State.Running)
-            {
-                if (workers.Count == 0)
-                {
-                    if (retiring) Log.Info("retired: the new master serves now");
-                    else Log.Info(fatal is null ? "all workers have exited; stopped" : $"stopped: {fatal}");
-                    return fatal is null ? ExitCodes.Ok : ExitCodes.WorkersFailed;
-                }
-                if (Environment.TickCount64 >= killAt) KillAll(Signum.SIGKILL, "shutdown timeout passed");
-                continue;
-            }
-            KillSilentWorkers();
-            CheckNewMaster();
-            MaintainWorkers();
         }
     }
 
@@ -207,7 +217,7 @@ internal sealed class Master
                 Reload();
                 break;
             case Signum.SIGTTIN when state == State.Running:
-                target++;
+                if (target < 1024) target++;
                 Log.Info($"TTIN: {target} workers");
                 break;
             case Signum.SIGTTOU when state == State.Running:
@@ -294,7 +304,7 @@ internal sealed class Master
             return;
         }
         foreach (string name in settings.Differences(reloaded).Intersect(Settings.FixedOnReload))
-            Log.Info($"HUP: --{name} cannot change while running (it needs a restart or a USR2 upgrade); keeping it");
+            Log.Info($"HUP: --{name} cannot change while running (it needs a restart); keeping it");
         settings = settings.KeepFixed(reloaded);
         target = settings.Workers;
         generation++;
@@ -319,6 +329,7 @@ internal sealed class Master
         };
         foreach (string arg in programArgs.Concat(args)) start.ArgumentList.Add(arg);
         start.Environment[UpgradeFdVariable] = listenFd;
+        if (systemd.Path is not null) start.Environment["NOTIFY_SOCKET"] = systemd.Path; // it reports READY=1 and MAINPID
         var process = new Process { StartInfo = start, EnableRaisingEvents = true };
         try
         {

@@ -210,11 +210,11 @@ public sealed class Settings
         var defaults = new Settings();
         foreach (Option option in Options)
         {
-            text.AppendLine($"  --{option.Name} <value>".PadRight(32) + $"{option.Variable}");
+            text.AppendLine($"  --{option.Name} <value>".PadRight(39) + $" {option.Variable}");
             text.AppendLine($"      {option.Help} (default: {option.Get(defaults)})");
         }
-        text.AppendLine("  --help".PadRight(32) + "show this help");
-        text.AppendLine("  --version".PadRight(32) + "show the version");
+        text.AppendLine("  --help".PadRight(40) + "show this help");
+        text.AppendLine("  --version".PadRight(40) + "show the version");
         text.AppendLine();
         text.AppendLine("Exit codes: 0 stopped as asked, 1 unexpected error, 2 bad option,");
         text.AppendLine("3 cannot listen on the address, 4 no worker could start, 5 (worker) bad inherited socket.");

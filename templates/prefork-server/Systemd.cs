@@ -13,11 +13,15 @@ internal sealed class SystemdNotifier
 {
     private readonly UnixDomainSocketEndPoint? endpoint;
 
+    /// <summary>The socket's address, for a new master (USR2), which takes over as main process.</summary>
+    public string? Path { get; }
+
     public SystemdNotifier()
     {
         string? path = Environment.GetEnvironmentVariable("NOTIFY_SOCKET");
-        Environment.SetEnvironmentVariable("NOTIFY_SOCKET", null); // for the master only, not its children
+        Environment.SetEnvironmentVariable("NOTIFY_SOCKET", null); // for the master only, not its workers
         if (string.IsNullOrEmpty(path)) return;
+        Path = path;
         // "@name" is a socket in the abstract namespace, written with a leading NUL.
         endpoint = new UnixDomainSocketEndPoint(path[0] == '@' ? "\0" + path[1..] : path);
     }
