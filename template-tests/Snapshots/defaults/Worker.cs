@@ -20,12 +20,20 @@ internal sealed class Worker
 
     /// <summary>An idle accept() returns this often, so the accepting thread notices a stop.</summary>
     private static readonly TimeSpan AcceptWake = TimeSpan.FromMilliseconds(500);
+    private const long HeartbeatMs = 500;
 
     private readonly Settings settings;
     private readonly int listenFd;
     private readonly Handler handler;
     private readonly SemaphoreSlim slots;          // free connection slots (--max-connections)
+    private readonly long recycleAfter;            // accepted connections before retiring; 0: never
+    private Stream toMaster = Stream.Null;
     private int inFlight;
+    private long accepted;
+    private long lastHeartbeat;
+    private bool retireSent;
+    private CancellationTokenSource timeouts = new();
+    private long timeoutSecond = -1;
     private volatile bool stopping;
 
     // The inherited socket as a .NET object, only to check what it is. It is never closed or
@@ -38,6 +46,8 @@ internal sealed class Worker
         this.listenFd = listenFd;
         handler = new Handler(settings, index);
         slots = new SemaphoreSlim(settings.MaxConnections, settings.MaxConnections);
+        if (settings.MaxConnectionsPerWorker > 0)
+            recycleAfter = settings.MaxConnectionsPerWorker + Random.Shared.Next(settings.MaxConnectionsJitter + 1);
     }
 
     public static int Run(Settings settings, string fdText, string indexText)
@@ -76,23 +86,25 @@ internal sealed class Worker
 
     private int Serve()
     {
-        // TERM/QUIT: stop accepting, finish what is in flight. INT: leave now.
+        // TERM/QUIT: stop accepting, finish what is in flight. INT: leave now. The master's own
+        // signals (HUP, TTIN, TTOU, USR1, USR2) do nothing here: a terminal may send them to all.
         // A signal that comes twice (the master relays what the terminal already sent) does no harm.
         Posix.HandleSignals(settings.Signals, signal =>
         {
             if (signal == (int)Signum.SIGINT) { Log.Info("SIGINT: exiting now"); Environment.Exit(ExitCodes.Ok); }
-            Stop($"{Posix.NameOf(signal)}: finishing {Volatile.Read(ref inFlight)} connection(s), then exiting");
+            if (signal is (int)Signum.SIGTERM or (int)Signum.SIGQUIT)
+                Stop($"{Posix.NameOf(signal)}: finishing {Volatile.Read(ref inFlight)} connection(s), then exiting");
         });
 
-        // The control pipe is our standard input: end-of-file means the master is gone.
-        // Standard output carries messages to the master, so console output goes to the log instead.
-        Stream toMaster = Console.OpenStandardOutput();
+        // The control pipe is our standard input: "stop" asks for a graceful stop, end-of-file
+        // means the master is gone. Standard output carries our messages to the master ("ready",
+        // heartbeats), so console output goes to the log instead.
+        toMaster = Console.OpenStandardOutput();
         Console.SetOut(Console.Error);
         new Thread(WatchMaster) { IsBackground = true, Name = "master pipe" }.Start();
 
         Posix.SetAcceptTimeout(listenFd, AcceptWake);
-        toMaster.Write("ready\n"u8);
-        toMaster.Flush();
+        Tell("ready");
 
         AcceptLoop();
 
@@ -110,6 +122,15 @@ internal sealed class Worker
         bool warnedNoFds = false;
         while (!stopping)
         {
+            // The heartbeat comes from this thread, which accepts and starts every connection:
+            // a worker stuck here (a handler that blocks) falls silent and the master replaces it.
+            long now = Environment.TickCount64;
+            if (now - lastHeartbeat >= HeartbeatMs)
+            {
+                lastHeartbeat = now;
+                Tell($"hb {accepted} {Volatile.Read(ref inFlight)}");
+            }
+
             // A full worker stops accepting, so the kernel hands the next connection to another.
             if (!slots.Wait(AcceptWake)) continue;
 
@@ -117,6 +138,12 @@ internal sealed class Worker
             if (client >= 0)
             {
                 Interlocked.Increment(ref inFlight);
+                if (++accepted == recycleAfter && !retireSent)
+                {
+                    // --max-connections-per-worker: the master starts our replacement, then stops us.
+                    retireSent = true;
+                    Tell("retire");
+                }
                 // The handler starts here, on the accepting thread, and goes on on the thread
                 // pool at its first await that has to wait. A greeting is written at once, so
                 // most connections cost no thread switch at all (measured: bench/README.md).
@@ -148,8 +175,7 @@ internal sealed class Worker
         try
         {
             client = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
-            using var timeout = new CancellationTokenSource(settings.WriteTimeout);
-            await handler.HandleAsync(client, timeout.Token);
+            await handler.HandleAsync(client, TimeoutToken());
         }
         catch (Exception e) when (e is SocketException or OperationCanceledException or IOException)
         {
@@ -168,16 +194,45 @@ internal sealed class Worker
         }
     }
 
+    /// <summary>
+    /// The write timeout, to the second: the connections accepted within one second share a
+    /// CancellationTokenSource, so a connection costs no timer of its own. Called only on the
+    /// accepting thread (the handler starts there).
+    /// </summary>
+    private CancellationToken TimeoutToken()
+    {
+        long second = Environment.TickCount64 / 1000;
+        if (second != timeoutSecond)
+        {
+            timeoutSecond = second;
+            timeouts = new CancellationTokenSource(settings.WriteTimeout + TimeSpan.FromSeconds(1));
+        }
+        return timeouts.Token;
+    }
+
     private void WatchMaster()
     {
-        using Stream fromMaster = Console.OpenStandardInput();
-        var buffer = new byte[64];
+        using var fromMaster = new StreamReader(Console.OpenStandardInput());
         try
         {
-            while (fromMaster.Read(buffer) > 0) { }
+            while (fromMaster.ReadLine() is string command)
+            {
+                if (command == "stop") Stop("asked to stop: finishing connections, then exiting");
+            }
         }
         catch (IOException) { }
         Stop("the master is gone: finishing connections, then exiting");
+    }
+
+    /// <summary>Sends one line to the master. A master that is gone is not an error here.</summary>
+    private void Tell(string message)
+    {
+        try
+        {
+            toMaster.Write(System.Text.Encoding.ASCII.GetBytes(message + "\n"));
+            toMaster.Flush();
+        }
+        catch (IOException) { }
     }
 
     private void Stop(string why)

@@ -18,6 +18,11 @@ internal static class Posix
         ["INT"] = Signum.SIGINT,
         ["QUIT"] = Signum.SIGQUIT,
         ["TERM"] = Signum.SIGTERM,
+        ["HUP"] = Signum.SIGHUP,
+        ["TTIN"] = Signum.SIGTTIN,
+        ["TTOU"] = Signum.SIGTTOU,
+        ["USR1"] = Signum.SIGUSR1,
+        ["USR2"] = Signum.SIGUSR2,
     };
 
     public static string NameOf(int signal) =>
@@ -34,7 +39,7 @@ internal static class Posix
     {
         // All dispositions first: the first registration sets up the runtime's signal
         // handling, which from then on keeps whatever it found ignored.
-        Signum[] signums = [.. names.Select(name => Signals[name])];
+        Signum[] signums = [.. names.Select(name => name == "CHLD" ? Signum.SIGCHLD : Signals[name])];
         foreach (Signum signum in signums) Stdlib.SetSignalAction(signum, SignalAction.Default);
 
         var registrations = new List<PosixSignalRegistration>();
@@ -96,6 +101,9 @@ internal static class Posix
         Signum.SIGQUIT => PosixSignal.SIGQUIT,
         Signum.SIGTERM => PosixSignal.SIGTERM,
         Signum.SIGHUP => PosixSignal.SIGHUP,
+        Signum.SIGCHLD => PosixSignal.SIGCHLD,
+        Signum.SIGTTIN => PosixSignal.SIGTTIN,
+        Signum.SIGTTOU => PosixSignal.SIGTTOU,
         _ => (PosixSignal)(int)signum, // raw numbers are allowed for the others
     };
 }

@@ -1,3 +1,6 @@
+// The server uses Linux's process and socket calls (accept4, fcntl, kill, signals).
+[assembly: System.Runtime.Versioning.SupportedOSPlatform("linux")]
+
 namespace MyServer;
 
 using System;
@@ -41,7 +44,7 @@ public static class Program
         {
             return isWorker
                 ? Worker.Run(settings, Environment.GetEnvironmentVariable(Worker.ListenFdVariable)!, args[1])
-                : Master.Run(settings);
+                : Master.Run(settings, args);
         }
         catch (Exception e)
         {

@@ -44,6 +44,12 @@ public sealed class Settings
     public TimeSpan ShutdownTimeout { get; private set; } = TimeSpan.FromSeconds(30);
     public TimeSpan WriteTimeout { get; private set; } = TimeSpan.FromSeconds(10);
     public IReadOnlyList<string> Signals { get; private set; } = ParseSignals(DefaultSignals);
+    public TimeSpan WorkerTimeout { get; private set; } = TimeSpan.FromSeconds(30);
+    public int MaxConnectionsPerWorker { get; private set; }
+    public int MaxConnectionsJitter { get; private set; }
+    public TimeSpan UpgradeTimeout { get; private set; } = TimeSpan.FromSeconds(60);
+    public string PidFile { get; private set; } = "";
+    public string ConfigFile { get; private set; } = "";
 
     public bool ShowHelp { get; private set; }
     public bool ShowVersion { get; private set; }
@@ -73,9 +79,40 @@ public sealed class Settings
             (s, v) => s.WriteTimeout = TimeSpan.FromSeconds(Int("write-timeout", v, 1, 3600)), s => Str((int)s.WriteTimeout.TotalSeconds)),
         new("signals", "signals the server acts on, comma-separated, from " + string.Join(",", Posix.Signals.Keys),
             (s, v) => s.Signals = ParseSignals(v), s => string.Join(",", s.Signals)),
+        new("worker-timeout", "seconds a worker may go without a heartbeat before it is killed and replaced, 2 to 3600",
+            (s, v) => s.WorkerTimeout = TimeSpan.FromSeconds(Int("worker-timeout", v, 2, 3600)), s => Str((int)s.WorkerTimeout.TotalSeconds)),
+        new("max-connections-per-worker", "a worker that has accepted this many is replaced, 0 (never) to 1000000000",
+            (s, v) => s.MaxConnectionsPerWorker = Int("max-connections-per-worker", v, 0, 1_000_000_000), s => Str(s.MaxConnectionsPerWorker)),
+        new("max-connections-jitter", "a random 0 to this many is added to each worker's limit, so they are not replaced all at once, 0 to 1000000000",
+            (s, v) => s.MaxConnectionsJitter = Int("max-connections-jitter", v, 0, 1_000_000_000), s => Str(s.MaxConnectionsJitter)),
+        new("upgrade-timeout", "seconds a new master (USR2) has to get all its workers ready, 1 to 3600",
+            (s, v) => s.UpgradeTimeout = TimeSpan.FromSeconds(Int("upgrade-timeout", v, 1, 3600)), s => Str((int)s.UpgradeTimeout.TotalSeconds)),
+        new("pid-file", "file the master writes its pid to (empty: none)",
+            (s, v) => s.PidFile = v, s => s.PidFile),
+        new("config", "file of name = value lines for these options, read at start and again on HUP (empty: none)",
+            (s, v) => s.ConfigFile = v, s => s.ConfigFile),
     ];
 
-    /// <summary>Reads the environment, then the command line. Throws <see cref="UsageException"/>.</summary>
+    /// <summary>The options a running master cannot change on HUP: the socket is already bound.</summary>
+    public static readonly string[] FixedOnReload = ["host", "port", "backlog", "signals", "config", "pid-file"];
+
+    /// <summary>Names of the options whose values differ between two settings.</summary>
+    public IEnumerable<string> Differences(Settings other) =>
+        Options.Where(o => o.Get(this) != o.Get(other)).Select(o => o.Name);
+
+    /// <summary>A copy of <paramref name="reloaded"/> that keeps this one's values for <see cref="FixedOnReload"/>.</summary>
+    public Settings KeepFixed(Settings reloaded)
+    {
+        var merged = new Settings();
+        foreach (Option option in Options)
+            option.Set(merged, option.Get(FixedOnReload.Contains(option.Name) ? this : reloaded));
+        return merged;
+    }
+
+    /// <summary>
+    /// Reads the defaults, the --config file, the environment, then the command line (each
+    /// overrides the one before). Throws <see cref="UsageException"/>.
+    /// </summary>
     public static Settings Parse(IReadOnlyList<string> args, IDictionary environment)
     {
         var settings = new Settings();
@@ -84,7 +121,13 @@ public sealed class Settings
             // The defaults come from the template's parameters: check them like any other value.
             try { option.Set(settings, option.Get(settings)); }
             catch (UsageException e) { throw new UsageException($"the default of --{option.Name} in Settings.cs: {e.Message}"); }
+        }
 
+        string? config = ConfigPath(args) ?? environment["PREFORK_CONFIG"] as string;
+        if (!string.IsNullOrEmpty(config)) ReadConfig(settings, config);
+
+        foreach (Option option in Options)
+        {
             if (environment[option.Variable] is string value)
             {
                 try { option.Set(settings, value); }
@@ -118,7 +161,42 @@ public sealed class Settings
     /// <summary>Writes these settings as the environment variables that <see cref="Parse"/> reads.</summary>
     public void WriteTo(IDictionary<string, string?> environment)
     {
-        foreach (Option option in Options) environment[option.Variable] = option.Get(this);
+        // Workers take the master's final values; they need not read the --config file again.
+        foreach (Option option in Options) environment[option.Variable] = option.Name == "config" ? "" : option.Get(this);
+    }
+
+    private static string? ConfigPath(IReadOnlyList<string> args)
+    {
+        string? path = null;
+        for (int i = 0; i < args.Count; i++)
+        {
+            if (args[i] == "--config" && i + 1 < args.Count) path = args[i + 1];
+            else if (args[i].StartsWith("--config=", StringComparison.Ordinal)) path = args[i]["--config=".Length..];
+        }
+        return path;
+    }
+
+    /// <summary>Reads <c>name = value</c> lines; blank lines and lines starting with # are skipped.</summary>
+    private static void ReadConfig(Settings settings, string path)
+    {
+        string[] lines;
+        try { lines = System.IO.File.ReadAllLines(path); }
+        catch (Exception e) when (e is System.IO.IOException or UnauthorizedAccessException)
+        {
+            throw new UsageException($"--config: cannot read '{path}': {e.Message}");
+        }
+        for (int n = 0; n < lines.Length; n++)
+        {
+            string line = lines[n].Trim();
+            if (line.Length == 0 || line.StartsWith('#')) continue;
+            int equals = line.IndexOf('=');
+            string name = equals > 0 ? line[..equals].Trim() : line;
+            Option? option = Options.FirstOrDefault(o => o.Name == name && o.Name != "config");
+            if (equals <= 0 || option is null)
+                throw new UsageException($"{path}:{n + 1}: expected 'name = value' with a name from --help, not '{line}'");
+            try { option.Set(settings, line[(equals + 1)..].Trim()); }
+            catch (UsageException e) { throw new UsageException($"{path}:{n + 1}: {option.Name}: {e.Message}"); }
+        }
     }
 
     public static string Help(string program)
@@ -132,11 +210,11 @@ public sealed class Settings
         var defaults = new Settings();
         foreach (Option option in Options)
         {
-            text.AppendLine($"  --{option.Name} <value>".PadRight(32) + $"{option.Variable}");
+            text.AppendLine($"  --{option.Name} <value>".PadRight(39) + $" {option.Variable}");
             text.AppendLine($"      {option.Help} (default: {option.Get(defaults)})");
         }
-        text.AppendLine("  --help".PadRight(32) + "show this help");
-        text.AppendLine("  --version".PadRight(32) + "show the version");
+        text.AppendLine("  --help".PadRight(40) + "show this help");
+        text.AppendLine("  --version".PadRight(40) + "show the version");
         text.AppendLine();
         text.AppendLine("Exit codes: 0 stopped as asked, 1 unexpected error, 2 bad option,");
         text.AppendLine("3 cannot listen on the address, 4 no worker could start, 5 (worker) bad inherited socket.");
