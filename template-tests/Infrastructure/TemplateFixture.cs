@@ -58,6 +58,7 @@ public sealed class TemplateFixture : IAsyncLifetime
 
     public async Task DisposeAsync()
     {
+        await AllBuiltAsync(); // a filtered run may not need every build: leave none running
         await Cli.DotnetAsync(["new", "uninstall", "PreforkTemplates", "--debug:custom-hive", Hive]);
         try { Directory.Delete(WorkDir, recursive: true); } catch (IOException) { }
     }
