@@ -233,12 +233,15 @@ public static class Client
         return buffer.ToArray();
     }
 
-    /// <summary>Connects again and again (at most 500 times or 10 s) until <paramref name="count"/> different pids have answered.</summary>
+    /// <summary>
+    /// Connects again and again (for 10 s at most) until <paramref name="count"/> different pids
+    /// have answered; a worker that has just started may take a moment before it accepts.
+    /// </summary>
     public static IReadOnlySet<int> PidsUntil(int port, int count)
     {
         var pids = new HashSet<int>();
         var limit = Stopwatch.StartNew();
-        for (int i = 0; i < 500 && pids.Count < count && limit.Elapsed < TimeSpan.FromSeconds(10); i++)
+        while (pids.Count < count && limit.Elapsed < TimeSpan.FromSeconds(10))
             pids.Add(PidOf(Greet(port)));
         return pids;
     }
