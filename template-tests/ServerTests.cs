@@ -129,7 +129,7 @@ public sealed class ServerTests(TemplateFixture fixture, ITestOutputHelper outpu
     {
         using var server = Start(await Project());
         IReadOnlyList<int> before = server.Children();
-        Posix_Kill(before[0], Signum.SIGKILL);
+        server.Signal(Signum.SIGKILL, before[0]);
 
         int? newcomer = null;
         Assert.True(Proc.WaitUntil(() =>
@@ -243,5 +243,4 @@ public sealed class ServerTests(TemplateFixture fixture, ITestOutputHelper outpu
         catch (IOException) { return ""; }
     }
 
-    private static void Posix_Kill(int pid, Signum signal) => Syscall.kill(pid, signal);
 }

@@ -3,6 +3,7 @@ namespace PreforkServer;
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using Mono.Unix.Native;
 
@@ -52,6 +53,32 @@ internal static class Posix
             }));
         }
         return registrations;
+    }
+
+    /// <summary>
+    /// Wraps an inherited descriptor (from the master, systemd or an old master) as a Socket,
+    /// or says why it is not a listening TCP socket. The Socket must never be closed or
+    /// disposed: on Linux that would stop the socket listening for every process (DESIGN.md).
+    /// </summary>
+    public static string? WrapListeningTcp(int fd, out Socket? socket)
+    {
+        socket = null;
+        try
+        {
+            var candidate = new Socket(new SafeSocketHandle(fd, ownsHandle: false));
+            if (candidate.SocketType == SocketType.Unknown)
+                return $"fd {fd} is not a socket";
+            if (candidate.SocketType != SocketType.Stream || candidate.ProtocolType != ProtocolType.Tcp)
+                return $"fd {fd} is a {candidate.SocketType}/{candidate.ProtocolType} socket, not TCP";
+            if ((int)candidate.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.AcceptConnection)! == 0)
+                return $"fd {fd} is a TCP socket that is not listening";
+            socket = candidate;
+            return null;
+        }
+        catch (SocketException e)
+        {
+            return $"fd {fd} is not a socket ({e.Message})";
+        }
     }
 
     /// <summary>Sends a signal; a process that has already gone is not an error.</summary>

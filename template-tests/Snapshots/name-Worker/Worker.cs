@@ -36,8 +36,7 @@ internal sealed class Worker
     private long timeoutSecond = -1;
     private volatile bool stopping;
 
-    // The inherited socket as a .NET object, only to check what it is. It is never closed or
-    // disposed: on Linux that would stop the socket listening for every worker (DESIGN.md).
+    // The inherited socket as a .NET object, only to check what it is; never closed (Posix.cs).
     private static Socket? listener;
 
     private Worker(Settings settings, int listenFd, int index)
@@ -58,20 +57,8 @@ internal sealed class Worker
         // The listening socket: the master passed its number; make sure it is what we expect.
         if (!int.TryParse(fdText, out int fd) || fd < 0)
             return Fail($"{ListenFdVariable}='{fdText}' is not a file descriptor number");
-        try
-        {
-            listener = new Socket(new SafeSocketHandle(fd, ownsHandle: false));
-            if (listener.SocketType == SocketType.Unknown)
-                return Fail($"inherited fd {fd} is not a socket");
-            if (listener.SocketType != SocketType.Stream || listener.ProtocolType != ProtocolType.Tcp)
-                return Fail($"inherited fd {fd} is a {listener.SocketType}/{listener.ProtocolType} socket, not TCP");
-            if ((int)listener.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.AcceptConnection)! == 0)
-                return Fail($"inherited fd {fd} is a TCP socket that is not listening");
-        }
-        catch (SocketException e)
-        {
-            return Fail($"inherited fd {fd} is not a socket ({e.Message})");
-        }
+        if (Posix.WrapListeningTcp(fd, out listener) is string problem)
+            return Fail("inherited " + problem);
         Environment.SetEnvironmentVariable(ListenFdVariable, null); // not for the handler's child processes
 
         var worker = new Worker(settings, fd, index);

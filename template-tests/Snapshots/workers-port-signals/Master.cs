@@ -95,9 +95,10 @@ internal sealed class Master
     {
         Socket listener;
         string origin;
+        bool upgraded;
         try
         {
-            (listener, origin) = Listen(settings);
+            (listener, origin, upgraded) = Listen(settings);
         }
         catch (SocketException e)
         {
@@ -110,7 +111,7 @@ internal sealed class Master
             return ExitCodes.CannotListen;
         }
 
-        var master = new Master(settings, args, listener, origin.Contains("USR2", StringComparison.Ordinal));
+        var master = new Master(settings, args, listener, upgraded);
         var signals = settings.Signals.ToList();
         if (Environment.ProcessId == 1) signals.Add("CHLD"); // PID 1 in a container: reap orphans too
         var registrations = Posix.HandleSignals(signals, signal =>
@@ -268,7 +269,7 @@ internal sealed class Master
     /// <summary>Announces, once, that all workers accept; and again after each HUP.</summary>
     private void CheckPoolReady()
     {
-        var serving = workers.Where(w => !w.Stopping).ToList();
+        List<WorkerProcess> serving = Serving();
         bool complete = serving.Count >= target && serving.All(w => w.Ready && w.Generation == generation && !w.Retiring);
         if (!complete) return;
         if (!poolReadyLogged)
@@ -310,7 +311,7 @@ internal sealed class Master
         generation++;
         reloading = true;
         systemd.Notify($"RELOADING=1\nMONOTONIC_USEC={Stopwatch.GetTimestamp() / (Stopwatch.Frequency / 1_000_000)}");
-        Log.Info($"HUP: configuration reloaded; replacing {workers.Count(w => !w.Stopping)} workers one at a time");
+        Log.Info($"HUP: configuration reloaded; replacing {Serving().Count} workers one at a time");
     }
 
     /// <summary>USR2: start a new master from the program on disk, on the same socket.</summary>
@@ -410,7 +411,7 @@ internal sealed class Master
     private void MaintainWorkers()
     {
         long now = Environment.TickCount64;
-        var serving = workers.Where(w => !w.Stopping).ToList();
+        List<WorkerProcess> serving = Serving();
 
         foreach (WorkerProcess surplus in serving.Where(w => w.Index >= target))
         {
@@ -454,7 +455,6 @@ internal sealed class Master
         start.ArgumentList.Add(index.ToString(CultureInfo.InvariantCulture));
         settings.WriteTo(start.Environment);
         start.Environment[Worker.ListenFdVariable] = listenFd;
-        start.Environment.Remove(UpgradeFdVariable);
         // A worker's garbage lives for one connection: a 2 MiB first-generation budget (hex,
         // as the runtime reads it) keeps a worker near 5 MB instead of growing to the default,
         // which is as large as the CPU's cache (bench/README.md). Set DOTNET_GCgen0size to override.
@@ -482,6 +482,9 @@ internal sealed class Master
         process.BeginOutputReadLine();
         Log.Info($"worker {index} (pid {worker.Pid}) started" + (replaces is null ? "" : $" to replace pid {replaces.Pid}"));
     }
+
+    /// <summary>The workers that count towards the pool: all but those asked to stop.</summary>
+    private List<WorkerProcess> Serving() => [.. workers.Where(w => !w.Stopping)];
 
     /// <summary>Asks one worker, through its pipe, to stop accepting, finish and exit.</summary>
     private static void StopWorker(WorkerProcess worker)
@@ -586,13 +589,13 @@ internal sealed class Master
     /// The listening socket: handed over by systemd (LISTEN_FDS, socket activation) or by an
     /// old master (USR2), else bound here. Returns it and where it came from, for the log.
     /// </summary>
-    private static (Socket Socket, string Origin) Listen(Settings settings)
+    private static (Socket Socket, string Origin, bool Upgraded) Listen(Settings settings)
     {
         string? upgradeFd = Environment.GetEnvironmentVariable(UpgradeFdVariable);
         if (upgradeFd is not null)
         {
             Environment.SetEnvironmentVariable(UpgradeFdVariable, null);
-            return (Inherited(int.Parse(upgradeFd, CultureInfo.InvariantCulture), "the old master"), " (socket from the old master, USR2)");
+            return (Inherited(int.Parse(upgradeFd, CultureInfo.InvariantCulture), "the old master"), " (socket from the old master, USR2)", true);
         }
         if (Environment.GetEnvironmentVariable("LISTEN_PID") == Environment.ProcessId.ToString(CultureInfo.InvariantCulture)
             && Environment.GetEnvironmentVariable("LISTEN_FDS") is string count)
@@ -600,7 +603,7 @@ internal sealed class Master
             foreach (string name in new[] { "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES" })
                 Environment.SetEnvironmentVariable(name, null);
             if (count != "1") throw new InvalidOperationException($"systemd passed LISTEN_FDS={count} sockets; this server takes exactly one");
-            return (Inherited(3, "systemd"), " (socket from systemd)");
+            return (Inherited(3, "systemd"), " (socket from systemd)", false);
         }
 
         var socket = new Socket(settings.Host.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
@@ -610,18 +613,16 @@ internal sealed class Master
         socket.Listen(settings.Backlog);
         // .NET opens every descriptor close-on-exec; this one, alone, must reach the workers.
         Posix.Inherit((int)socket.SafeHandle.DangerousGetHandle());
-        return (socket, "");
+        return (socket, "", false);
     }
 
     /// <summary>A listening TCP socket received from systemd or an old master; never closed here.</summary>
     private static Socket Inherited(int fd, string from)
     {
-        var socket = new Socket(new SafeSocketHandle(fd, ownsHandle: false));
-        if (socket.SocketType != SocketType.Stream || socket.ProtocolType != ProtocolType.Tcp ||
-            (int)socket.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.AcceptConnection)! == 0)
-            throw new InvalidOperationException($"fd {fd} from {from} is not a listening TCP socket");
+        if (Posix.WrapListeningTcp(fd, out Socket? socket) is string problem)
+            throw new InvalidOperationException($"the socket from {from}: {problem}");
         Posix.Inherit(fd);
-        return socket;
+        return socket!;
     }
 
     /// <summary>Tells the master that started this one (USR2) that the new pool is ready.</summary>
