@@ -39,11 +39,17 @@ public sealed class ServerTests(TemplateFixture fixture, ITestOutputHelper outpu
         Assert.Equal(5, children.Count);
         Assert.Equal(children.Order(), Client.PidsUntil(server.Port, 5).Order()); // each worker has served once
 
+        // One client, one connection after another, 1 ms apart, as separate clients arrive (the
+        // README's `nc` loop). Back to back, on this 2-vCPU machine, the worker that has just
+        // answered is preempted by the client it woke; while the vCPU of the worker the kernel
+        // wakes next comes out of idle, it is back in accept() and takes that connection too
+        // (seen as runs like 4-4-4): that measures the hypervisor, not the hand-out.
         var counts = new Dictionary<int, int>();
         for (int i = 0; i < 20 * 5; i++)
         {
             int pid = Client.PidOf(Client.Greet(server.Port));
             counts[pid] = counts.GetValueOrDefault(pid) + 1;
+            Thread.Sleep(1);
         }
         double jain = Client.Jain(counts.Values);
         string figures = $"fairness over 100 connections: distinct pids {counts.Count}, per pid: {string.Join(", ", counts.Select(c => $"{c.Key}={c.Value}"))}, Jain {jain:F4}";
@@ -130,6 +136,8 @@ public sealed class ServerTests(TemplateFixture fixture, ITestOutputHelper outpu
         using var server = Start(await Project());
         IReadOnlyList<int> before = server.Children();
         server.Signal(Signum.SIGKILL, before[0]);
+        // Until it is gone it may still take a connection, and the kernel closes that one empty.
+        Assert.True(Proc.WaitUntil(() => !Proc.IsAlive(before[0]), Gone));
 
         int? newcomer = null;
         Assert.True(Proc.WaitUntil(() =>
