@@ -324,15 +324,7 @@ internal sealed class LoadRunner
                     error = e;
                 }
 
-                long t1 = Stopwatch.GetTimestamp();
-                bool timedOut = c.Disarm();
-                socket?.Dispose();
-                if (!timedOut && kind == FailureKind.Other && error is not null)
-                {
-                    c.NoteOther(error);
-                }
-
-                Complete(c, t0, t1, timedOut ? FailureKind.Timeout : kind, length, total, last);
+                Finish(c, t0, socket, kind, error, length, total, last);
             }
         }
         catch (Exception e)
@@ -466,15 +458,7 @@ internal sealed class LoadRunner
                     error = e;
                 }
 
-                long t1 = Stopwatch.GetTimestamp();
-                bool timedOut = c.Disarm();
-                socket?.Dispose();
-                if (!timedOut && kind == FailureKind.Other && error is not null)
-                {
-                    c.NoteOther(error);
-                }
-
-                Complete(c, t0, t1, timedOut ? FailureKind.Timeout : kind, length, total, last);
+                Finish(c, t0, socket, kind, error, length, total, last);
             }
         }
         catch (Exception e)
@@ -486,6 +470,20 @@ internal sealed class LoadRunner
         {
             _done.Signal();
         }
+    }
+
+    /// <summary>The end of one connection, whichever client mode ran it: stop its watchdog, close it, record it.</summary>
+    private void Finish(ClientState c, long t0, Socket? socket, int kind, Exception? error, int length, long total, byte last)
+    {
+        long t1 = Stopwatch.GetTimestamp();
+        bool timedOut = c.Disarm();
+        socket?.Dispose();
+        if (!timedOut && kind == FailureKind.Other && error is not null)
+        {
+            c.NoteOther(error);
+        }
+
+        Complete(c, t0, t1, timedOut ? FailureKind.Timeout : kind, length, total, last);
     }
 
     private void Complete(ClientState c, long t0, long t1, int kind, int length, long total, byte last)
