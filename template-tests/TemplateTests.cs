@@ -28,7 +28,7 @@ public sealed class TemplateTests(TemplateFixture fixture, ITestOutputHelper out
     public async Task Generated_project_builds_with_warnings_as_errors(string id)
     {
         string dir = await fixture.BuiltAsync(Get(id));
-        string name = Get(id).Name;
+        string name = Get(id).Binary;
         Assert.True(File.Exists(Path.Combine(dir, "bin", "Debug", "net10.0", name + ".dll")), $"no {name}.dll in {dir}");
     }
 

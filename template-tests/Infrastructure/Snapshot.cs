@@ -50,7 +50,7 @@ public static class Snapshot
     private static SortedSet<string> Files(string root) => new(
         Directory.EnumerateFiles(root, "*", SearchOption.AllDirectories)
             .Select(f => Path.GetRelativePath(root, f).Replace('\\', '/'))
-            .Where(f => !Ignored.Contains(f.Split('/')[0])),
+            .Where(f => !f.Split('/').Any(Ignored.Contains)),
         StringComparer.Ordinal);
 
     private static void Write(string from, string to)

@@ -4,7 +4,14 @@ using Xunit;
 namespace PreforkTemplates.Tests.Infrastructure;
 
 /// <summary>A project that a test scenario generates with <c>dotnet new prefork-server</c>.</summary>
-public sealed record Scenario(string Id, string Name, string[] Arguments);
+public sealed record Scenario(string Id, string Name, string[] Arguments)
+{
+    /// <summary>
+    /// The binary's name: the project sets AssemblyName to its namespace, which the template
+    /// engine makes from the name by turning what C# does not allow ('-', ' ') into '_'.
+    /// </summary>
+    public string Binary => string.Concat(Name.Select(c => char.IsLetterOrDigit(c) || c is '.' or '_' ? c : '_'));
+}
 
 /// <summary>
 /// Packs the template package once, installs the .nupkg into an isolated template store
@@ -28,6 +35,13 @@ public sealed class TemplateFixture : IAsyncLifetime
         new("name-Program", "Program", []),
         new("aot", "MyAotServer", ["--aot"]),
         new("systemd", "MyServer", ["--systemd", "--port", "9100"]),
+        new("handler-echo", "MyServer", ["--handler", "echo"]),
+        new("handler-http", "MyServer", ["--handler", "http"]),
+        new("include-tests", "MyServer", ["--include-tests"]),
+        new("docker", "MyServer", ["--docker", "--port", "9200"]),
+        new("docker-aot", "MyAotServer", ["--docker", "--aot"]),
+        new("deploy", "MyServer", ["--deploy", "--port", "9300"]),
+        new("everything", "My.Server-2", ["--handler", "http", "--include-tests", "--docker", "--deploy", "--systemd", "--aot", "--workers", "3"]),
     ];
 
     public string RepoRoot { get; } = FindRepoRoot();
@@ -50,7 +64,9 @@ public sealed class TemplateFixture : IAsyncLifetime
         CliResult install = await Cli.DotnetAsync(["new", "install", PackagePath, "--debug:custom-hive", Hive]);
         if (install.ExitCode != 0) throw new InvalidOperationException("dotnet new install failed:\n" + Cli.Describe(install));
 
-        // Start every build now; tests wait for the ones they need.
+        // Start every build now; tests wait for the ones they need. PREFORK_TESTS_LAZY=1
+        // builds only what the tests that run ask for (for a filtered run while developing).
+        if (Environment.GetEnvironmentVariable("PREFORK_TESTS_LAZY") == "1") return;
         foreach (Scenario scenario in Scenarios) _ = BuiltAsync(scenario);
         _ = BehaviourProjectAsync();
         _ = PublishedAotAsync();
