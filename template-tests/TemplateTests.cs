@@ -37,6 +37,7 @@ public sealed class TemplateTests(TemplateFixture fixture, ITestOutputHelper out
     [InlineData("--port", "eighty")]
     [InlineData("--signals", "KILL")]
     [InlineData("--framework", "net4.8")]
+    [InlineData("--handler", "grpc")]
     public async Task Bad_template_value_fails_and_writes_nothing(string option, string value)
     {
         string dir = Path.Combine(fixture.WorkDir, "bad-" + option.Trim('-') + "-" + value);
@@ -52,22 +53,13 @@ public sealed class TemplateTests(TemplateFixture fixture, ITestOutputHelper out
     {
         CliResult result = await fixture.DotnetNewAsync(["prefork-server", "--help"]);
         Assert.Equal(0, result.ExitCode);
-        foreach (string option in new[] { "-w, --workers", "-p, --port", "-g, --greeting", "-s, --signals", "-f, --framework", "--no-restore" })
+        foreach (string option in new[] { "-w, --workers", "-p, --port", "-g, --greeting", "-s, --signals", "-f, --framework",
+                     "--handler", "--aot", "--systemd", "--include-tests", "--docker", "--deploy", "--no-restore" })
             Assert.Contains(option, result.StdOut);
         Assert.Contains("Number of worker processes, 1 to 1024", result.StdOut);
-    }
-
-    [Fact]
-    public async Task Package_installs_lists_and_uninstalls_in_its_own_store()
-    {
-        string hive = Path.Combine(fixture.WorkDir, "hive-uninstall");
-        CliResult install = await Cli.DotnetAsync(["new", "install", fixture.PackagePath, "--debug:custom-hive", hive]);
-        Assert.True(install.ExitCode == 0, Cli.Describe(install));
-        CliResult list = await Cli.DotnetAsync(["new", "list", "prefork", "--debug:custom-hive", hive]);
-        Assert.Contains("prefork-server", list.StdOut);
-        CliResult uninstall = await Cli.DotnetAsync(["new", "uninstall", "PreforkTemplates", "--debug:custom-hive", hive]);
-        Assert.True(uninstall.ExitCode == 0, Cli.Describe(uninstall));
-        CliResult after = await Cli.DotnetAsync(["new", "list", "prefork", "--debug:custom-hive", hive]);
-        Assert.DoesNotContain("prefork-server", after.StdOut);
+        // Each handler choice is listed with what it does.
+        Assert.Matches(@"greeting\s+send the greeting", result.StdOut);
+        Assert.Matches(@"echo\s+send back every line", result.StdOut);
+        Assert.Matches(@"http\s+a minimal HTTP/1.1 responder", result.StdOut);
     }
 }
