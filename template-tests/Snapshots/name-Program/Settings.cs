@@ -43,6 +43,7 @@ public sealed class Settings
     public int MaxConnections { get; private set; } = 1000;
     public TimeSpan ShutdownTimeout { get; private set; } = TimeSpan.FromSeconds(30);
     public TimeSpan WriteTimeout { get; private set; } = TimeSpan.FromSeconds(10);
+    public TimeSpan IdleTimeout { get; private set; } = TimeSpan.FromSeconds(60);
     public IReadOnlyList<string> Signals { get; private set; } = ParseSignals(DefaultSignals);
     public TimeSpan WorkerTimeout { get; private set; } = TimeSpan.FromSeconds(30);
     public int MaxConnectionsPerWorker { get; private set; }
@@ -75,8 +76,10 @@ public sealed class Settings
             (s, v) => s.MaxConnections = Int("max-connections", v, 1, 100_000), s => Str(s.MaxConnections)),
         new("shutdown-timeout", "seconds a graceful stop may take before workers are killed, 0 to 3600",
             (s, v) => s.ShutdownTimeout = TimeSpan.FromSeconds(Int("shutdown-timeout", v, 0, 3600)), s => Str((int)s.ShutdownTimeout.TotalSeconds)),
-        new("write-timeout", "seconds a client has to take its reply before it is dropped, 1 to 3600",
+        new("write-timeout", "seconds a client has to take its reply (and to finish sending a request or line it has begun) before it is dropped, 1 to 3600",
             (s, v) => s.WriteTimeout = TimeSpan.FromSeconds(Int("write-timeout", v, 1, 3600)), s => Str((int)s.WriteTimeout.TotalSeconds)),
+        new("idle-timeout", "seconds a connection kept open (echo, http keep-alive) may wait for the client's next line or request before it is closed, 1 to 3600",
+            (s, v) => s.IdleTimeout = TimeSpan.FromSeconds(Int("idle-timeout", v, 1, 3600)), s => Str((int)s.IdleTimeout.TotalSeconds)),
         new("signals", "signals the server acts on, comma-separated, from " + string.Join(",", Posix.Signals.Keys),
             (s, v) => s.Signals = ParseSignals(v), s => string.Join(",", s.Signals)),
         new("worker-timeout", "seconds a worker may go without a heartbeat before it is killed and replaced, 2 to 3600",

@@ -1,0 +1,86 @@
+namespace My.Server_2.Tests;
+
+using System;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.Globalization;
+using System.IO;
+using System.Linq;
+using System.Net;
+using System.Net.Http;
+using System.Net.Sockets;
+using System.Text;
+using System.Threading.Tasks;
+using Mono.Unix.Native;
+using Xunit;
+using Xunit.Abstractions;
+
+/// <summary>
+/// The server as its clients see it. Each test starts the built server (TestServer.cs) on
+/// 127.0.0.1 and a free port, talks to it, and stops it (`dotnet test` builds the server
+/// first). When you change Handler.cs, change the first test to expect your answers, and
+/// add yours at the end, starting the server and talking to it as the first test does.
+/// </summary>
+public sealed class ServerTests(ITestOutputHelper output)
+{
+    private const int Workers = 3;
+
+    [Fact]
+    public async Task Get_answers_with_the_greeting_of_a_worker()
+    {
+        using var server = new TestServer(output, Workers);
+        using var http = new HttpClient { Timeout = TestServer.Timeout };
+
+        using HttpResponseMessage response = await http.GetAsync(new Uri($"http://127.0.0.1:{server.Port}/"));
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("text/plain", response.Content.Headers.ContentType?.MediaType);
+        Assert.Equal("utf-8", response.Content.Headers.ContentType?.CharSet);
+        string body = await response.Content.ReadAsStringAsync();
+        Assert.Contains(body, server.Workers().Select(pid => Greeting(server, pid)));
+    }
+
+    [Fact]
+    public async Task Every_worker_answers()
+    {
+        // The greeting is set to just the worker's pid, so that each answer says who sent it.
+        using var server = new TestServer(output, Workers, "--greeting", "{pid}");
+        using var http = new HttpClient { Timeout = TestServer.Timeout };
+        IReadOnlyList<int> workers = server.Workers();
+        Assert.Equal(Workers, workers.Count);
+
+        // One connection per request (Connection: close): the kernel hands each to the next worker.
+        var answered = new HashSet<int>();
+        var waited = Stopwatch.StartNew();
+        while (answered.Count < Workers && waited.Elapsed < TestServer.Timeout)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, new Uri($"http://127.0.0.1:{server.Port}/"));
+            request.Headers.ConnectionClose = true;
+            using HttpResponseMessage response = await http.SendAsync(request);
+            answered.Add(int.Parse((await response.Content.ReadAsStringAsync()).Trim(), CultureInfo.InvariantCulture));
+        }
+        Assert.Equal(workers.Order(), answered.Order());
+    }
+
+    [Fact]
+    public void Interrupt_stops_the_master_and_every_worker()
+    {
+        using var server = new TestServer(output, Workers);
+        IReadOnlyList<int> workers = server.Workers();
+        Assert.Equal(Workers, workers.Count);
+
+        server.Signal(Signum.SIGINT); // as `kill -INT <master pid>` or Ctrl+C
+
+        Assert.Equal(0, server.WaitForExit());
+        Assert.All(workers, pid => Assert.False(TestServer.IsAlive(pid), $"worker {pid} is still running"));
+        Assert.Throws<SocketException>(() => server.Connect().Dispose()); // nobody listens any more
+    }
+
+    // Add your tests here.
+
+    /// <summary>What a worker sends by default: Handler.DefaultGreeting with {pid} and {worker} filled in, and a newline.</summary>
+    private static string Greeting(TestServer server, int pid) =>
+        Handler.DefaultGreeting
+            .Replace("{pid}", pid.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal)
+            .Replace("{worker}", server.IndexOf(pid).ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal) + "\n";
+}

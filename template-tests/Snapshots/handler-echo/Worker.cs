@@ -1,0 +1,296 @@
+namespace MyServer;
+
+using System;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.IO;
+using System.Net.Sockets;
+using System.Threading;
+using Mono.Unix.Native;
+
+/// <summary>
+/// A worker process. It accepts on the listening socket inherited from the master with a
+/// blocking accept() on one thread (Linux wakes blocked acceptors one at a time, in turn,
+/// which spreads connections evenly over the workers) and serves each connection on the
+/// thread pool.
+/// </summary>
+internal sealed class Worker
+{
+    /// <summary>The number of the inherited listening socket, set by the master.</summary>
+    public const string ListenFdVariable = "PREFORK_LISTEN_FD";
+
+    /// <summary>An idle accept() returns this often, so the accepting thread notices a stop.</summary>
+    private static readonly TimeSpan AcceptWake = TimeSpan.FromMilliseconds(500);
+    private const long HeartbeatMs = 500;
+
+    private readonly Settings settings;
+    private readonly int listenFd;
+    private readonly Handler handler;
+    private readonly SemaphoreSlim slots;          // free connection slots (--max-connections)
+    private readonly long recycleAfter;            // accepted connections before retiring; 0: never
+    private Stream toMaster = Stream.Null;
+    private int inFlight;
+    private long accepted;
+    private long lastHeartbeat;
+    private bool retireSent;
+    private volatile bool stopping;
+
+    // The inherited socket as a .NET object, only to check what it is; never closed (Posix.cs).
+    private static Socket? listener;
+
+    private Worker(Settings settings, int listenFd, int index)
+    {
+        this.settings = settings;
+        this.listenFd = listenFd;
+        Deadlines.Use(settings);
+        handler = new Handler(settings, index);
+        slots = new SemaphoreSlim(settings.MaxConnections, settings.MaxConnections);
+        if (settings.MaxConnectionsPerWorker > 0)
+            recycleAfter = settings.MaxConnectionsPerWorker + Random.Shared.Next(settings.MaxConnectionsJitter + 1);
+    }
+
+    public static int Run(Settings settings, string fdText, string indexText)
+    {
+        if (!int.TryParse(indexText, out int index)) index = -1;
+        Log.AsWorker(index);
+
+        // The listening socket: the master passed its number; make sure it is what we expect.
+        if (!int.TryParse(fdText, out int fd) || fd < 0)
+            return Fail($"{ListenFdVariable}='{fdText}' is not a file descriptor number");
+        if (Posix.WrapListeningTcp(fd, out listener) is string problem)
+            return Fail("inherited " + problem);
+        Environment.SetEnvironmentVariable(ListenFdVariable, null); // not for the handler's child processes
+
+        var worker = new Worker(settings, fd, index);
+        return worker.Serve();
+    }
+
+    private static int Fail(string message)
+    {
+        Log.Info(message);
+        return ExitCodes.BadSocket;
+    }
+
+    private int Serve()
+    {
+        // TERM/QUIT: stop accepting, finish what is in flight. INT: leave now. The master's own
+        // signals (HUP, TTIN, TTOU, USR1, USR2) do nothing here: a terminal may send them to all.
+        // A signal that comes twice (the master relays what the terminal already sent) does no harm.
+        Posix.HandleSignals(settings.Signals, signal =>
+        {
+            if (signal == (int)Signum.SIGINT) { Log.Info("SIGINT: exiting now"); Environment.Exit(ExitCodes.Ok); }
+            if (signal is (int)Signum.SIGTERM or (int)Signum.SIGQUIT)
+                Stop($"{Posix.NameOf(signal)}: finishing {Volatile.Read(ref inFlight)} connection(s), then exiting");
+        });
+
+        // The control pipe is our standard input: "stop" asks for a graceful stop, end-of-file
+        // means the master is gone. Standard output carries our messages to the master ("ready",
+        // heartbeats), so console output goes to the log instead.
+        toMaster = Console.OpenStandardOutput();
+        Console.SetOut(Console.Error);
+        new Thread(WatchMaster) { IsBackground = true, Name = "master pipe" }.Start();
+
+        Posix.SetAcceptTimeout(listenFd, AcceptWake);
+        Tell("ready");
+
+        AcceptLoop();
+
+        // Drain: the connections already accepted get their full answer.
+        var draining = Stopwatch.StartNew();
+        while (Volatile.Read(ref inFlight) > 0 && draining.Elapsed < settings.ShutdownTimeout)
+            Thread.Sleep(10);
+        int left = Volatile.Read(ref inFlight);
+        Log.Info(left == 0 ? "exiting" : $"exiting with {left} connection(s) unfinished after the shutdown timeout");
+        return ExitCodes.Ok;
+    }
+
+    private void AcceptLoop()
+    {
+        bool warnedNoFds = false;
+        while (!stopping)
+        {
+            // The heartbeat comes from this thread, which accepts and starts every connection:
+            // a worker stuck here (a handler that blocks) falls silent and the master replaces it.
+            long now = Environment.TickCount64;
+            if (now - lastHeartbeat >= HeartbeatMs)
+            {
+                lastHeartbeat = now;
+                Tell($"hb {accepted} {Volatile.Read(ref inFlight)}");
+            }
+
+            // A full worker stops accepting, so the kernel hands the next connection to another.
+            if (!slots.Wait(AcceptWake)) continue;
+
+            int client = Posix.Accept(listenFd, out Errno error);
+            if (client >= 0)
+            {
+                Interlocked.Increment(ref inFlight);
+                if (++accepted == recycleAfter && !retireSent)
+                {
+                    // --max-connections-per-worker: the master starts our replacement, then stops us.
+                    retireSent = true;
+                    Tell("retire");
+                }
+                // The handler starts here, on the accepting thread, and goes on on the thread
+                // pool at its first await that has to wait. A greeting is written at once, so
+                // most connections cost no thread switch at all (measured: bench/README.md).
+                _ = ServeAsync(client);
+                continue;
+            }
+
+            slots.Release();
+            switch (error)
+            {
+                case Errno.EAGAIN or Errno.EINTR or Errno.ECONNABORTED:
+                    break; // woke up without a connection (timeout, signal, client gave up)
+                case Errno.EMFILE or Errno.ENFILE or Errno.ENOBUFS or Errno.ENOMEM:
+                    if (!warnedNoFds) Log.Info($"accept: {error}; out of file descriptors or memory, pausing");
+                    warnedNoFds = true;
+                    Thread.Sleep(100);
+                    break;
+                default:
+                    Log.Info($"accept failed: {error}; stopping");
+                    Stop("the listening socket is unusable");
+                    break;
+            }
+        }
+    }
+
+    private async System.Threading.Tasks.Task ServeAsync(int fd)
+    {
+        Socket? client = null;
+        try
+        {
+            client = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
+            await handler.HandleAsync(client, Deadlines.Write());
+        }
+        catch (Exception e) when (e is SocketException or OperationCanceledException or IOException)
+        {
+            // The client reset the connection or was slower than --write-timeout: drop it.
+        }
+        catch (Exception e)
+        {
+            Log.Info($"handler failed: {e}");
+        }
+        finally
+        {
+            if (client is null) Syscall.close(fd);
+            else client.Dispose();
+            slots.Release();
+            Interlocked.Decrement(ref inFlight);
+        }
+    }
+
+    private void WatchMaster()
+    {
+        using var fromMaster = new StreamReader(Console.OpenStandardInput());
+        try
+        {
+            while (fromMaster.ReadLine() is string command)
+            {
+                if (command == "stop") Stop("asked to stop: finishing connections, then exiting");
+            }
+        }
+        catch (IOException) { }
+        Stop("the master is gone: finishing connections, then exiting");
+    }
+
+    /// <summary>Sends one line to the master. A master that is gone is not an error here.</summary>
+    private void Tell(string message)
+    {
+        try
+        {
+            toMaster.Write(System.Text.Encoding.ASCII.GetBytes(message + "\n"));
+            toMaster.Flush();
+        }
+        catch (IOException) { }
+    }
+
+    private void Stop(string why)
+    {
+        if (stopping) return;
+        stopping = true;
+        Log.Info(why);
+        Deadlines.Stop(); // connections waiting idle for a next request or line are closed now
+    }
+}
+
+/// <summary>
+/// The timeouts of a connection, as cancellation tokens to pass to its reads and writes.
+/// A token is shared by every caller within the same second (it fires up to one second
+/// late), so a connection or a read costs no timer of its own. Any thread may call these.
+/// </summary>
+public static class Deadlines
+{
+    private sealed record Shared(long Second, CancellationTokenSource Source);
+
+    private static readonly TimeSpan Late = TimeSpan.FromSeconds(1);
+    private static TimeSpan writeTimeout = TimeSpan.FromSeconds(10), idleTimeout = TimeSpan.FromSeconds(60);
+    private static volatile Shared? write, idle;
+    private static readonly object gate = new();
+    private static readonly List<CancellationTokenSource> idleSources = []; // not yet fired: Stop cancels them
+    private static volatile bool stopping;
+
+    /// <summary>
+    /// True once the worker has been asked to stop (TERM, QUIT, a HUP or USR2 replacing it):
+    /// answer the request in hand, say the connection closes, and close it.
+    /// </summary>
+    public static bool Stopping => stopping;
+
+    /// <summary>Cancelled --write-timeout from now: for a reply, and for a request or line that has begun to arrive.</summary>
+    public static CancellationToken Write()
+    {
+        long second = Environment.TickCount64 / 1000;
+        Shared? current = write;
+        if (current is null || current.Second != second)
+        {
+            // Two threads may both make one for this second: harmless, each token is right.
+            current = new Shared(second, new CancellationTokenSource(writeTimeout + Late));
+            write = current;
+        }
+        return current.Source.Token;
+    }
+
+    /// <summary>
+    /// Cancelled --idle-timeout from now, or as soon as the worker stops: for waiting for a
+    /// client's next request or line, so an idle connection never holds a stopping worker.
+    /// </summary>
+    public static CancellationToken Idle()
+    {
+        long second = Environment.TickCount64 / 1000;
+        Shared? current = idle;
+        if (current is null || current.Second != second) current = NewIdle(second);
+        return current.Source.Token;
+    }
+
+    private static Shared NewIdle(long second)
+    {
+        lock (gate)
+        {
+            if (idle is { } fresh && fresh.Second == second) return fresh;
+            idleSources.RemoveAll(s => s.IsCancellationRequested);
+            var source = new CancellationTokenSource(idleTimeout + Late);
+            if (stopping) source.Cancel();
+            else idleSources.Add(source);
+            return idle = new Shared(second, source);
+        }
+    }
+
+    internal static void Use(Settings settings)
+    {
+        writeTimeout = settings.WriteTimeout;
+        idleTimeout = settings.IdleTimeout;
+    }
+
+    internal static void Stop()
+    {
+        CancellationTokenSource[] waiting;
+        lock (gate)
+        {
+            stopping = true;
+            waiting = [.. idleSources];
+            idleSources.Clear();
+        }
+        foreach (CancellationTokenSource source in waiting) source.Cancel();
+    }
+}
