@@ -48,6 +48,29 @@ public sealed class TemplateTests(TemplateFixture fixture, ITestOutputHelper out
         Assert.False(Directory.Exists(dir), $"{dir} was written");
     }
 
+    /// <summary>
+    /// Project, unit and test-folder names written into the generated text name files that
+    /// exist. File names take the name as given (My.Server-2.csproj) while code takes its
+    /// namespace form (My.Server_2): text that names a file must use the first.
+    /// </summary>
+    [Fact]
+    public async Task Every_project_unit_and_test_folder_the_generated_text_names_exists()
+    {
+        string dir = await fixture.GeneratedAsync(Get("everything"));
+        var named = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (string file in Directory.EnumerateFiles(dir, "*", SearchOption.AllDirectories))
+            foreach (System.Text.RegularExpressions.Match m in System.Text.RegularExpressions.Regex.Matches(
+                         File.ReadAllText(file), @"[\w.-]+\.(csproj|service|socket|Tests/)"))
+                named.Add(m.Value);
+        output.WriteLine(string.Join(", ", named));
+        Assert.Contains("My.Server-2.csproj", named);
+        Assert.Contains("My.Server-2.service", named);
+        Assert.Contains("My.Server-2.Tests/", named);
+        Assert.All(named, name => Assert.True(
+            File.Exists(Path.Combine(dir, name)) || File.Exists(Path.Combine(dir, "My.Server-2.Tests", name)) || Directory.Exists(Path.Combine(dir, name)),
+            $"{name} is named in the generated text but is not in the generated tree"));
+    }
+
     [Fact]
     public async Task Help_lists_every_parameter_with_its_description()
     {
