@@ -195,6 +195,28 @@ public sealed class ServerTests(TemplateFixture fixture, ITestOutputHelper outpu
     }
 
     [Fact]
+    public async Task Help_names_every_option_its_variable_range_and_default_and_version_says_which_build()
+    {
+        string exe = Path.Combine(await Project(), "bin", "Debug", "net10.0", "Behave");
+        CliResult help = await Cli.RunAsync(exe, ["--help"], timeout: TimeSpan.FromSeconds(30));
+        output.WriteLine(help.StdOut);
+        Assert.Equal(0, help.ExitCode);
+        Assert.Equal("", help.StdErr);
+        Assert.StartsWith("Usage: Behave [options]", help.StdOut);
+        foreach (string option in new[] { "workers", "host", "port", "greeting", "backlog", "max-connections", "shutdown-timeout",
+                     "write-timeout", "idle-timeout", "signals", "worker-timeout", "max-connections-per-worker",
+                     "max-connections-jitter", "upgrade-timeout", "pid-file", "config" })
+            Assert.Matches($@"--{option} <value> +PREFORK_{option.ToUpperInvariant().Replace('-', '_')}\n", help.StdOut);
+        Assert.Contains("number of worker processes, 1 to 1024 (default: 5)", help.StdOut);
+        Assert.Contains("USR2 upgrade to the program on disk", help.StdOut);
+        Assert.Contains("Exit codes: 0 stopped as asked", help.StdOut);
+
+        CliResult version = await Cli.RunAsync(exe, ["--version"], timeout: TimeSpan.FromSeconds(30));
+        Assert.Equal(0, version.ExitCode);
+        Assert.Matches(@"^Behave 1\.0\.0(\+[0-9a-f]+)?\n$", version.StdOut);
+    }
+
+    [Fact]
     public async Task Environment_sets_options_and_the_command_line_wins()
     {
         using var fromEnv = ServerProcess.StartWith(await Project(), StartMode.AppHost,

@@ -216,8 +216,12 @@ public sealed class Settings
             text.AppendLine($"  --{option.Name} <value>".PadRight(39) + $" {option.Variable}");
             text.AppendLine($"      {option.Help} (default: {option.Get(defaults)})");
         }
-        text.AppendLine("  --help".PadRight(40) + "show this help");
+        text.AppendLine("  -h, --help".PadRight(40) + "show this help");
         text.AppendLine("  --version".PadRight(40) + "show the version");
+        text.AppendLine();
+        text.AppendLine("Signals to the master (the ones --signals lists): INT quick stop; QUIT, TERM graceful");
+        text.AppendLine("stop; HUP reload the configuration and replace the workers; TTIN, TTOU one worker");
+        text.AppendLine("more, one fewer; USR1 log statistics; USR2 upgrade to the program on disk.");
         text.AppendLine();
         text.AppendLine("Exit codes: 0 stopped as asked, 1 unexpected error, 2 bad option,");
         text.AppendLine("3 cannot listen on the address, 4 no worker could start, 5 (worker) bad inherited socket.");
