@@ -31,6 +31,8 @@ set -uo pipefail
 export LC_ALL=C
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=procs.sh
+. "$BENCH_DIR/procs.sh"
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 WORKERS=${WORKERS:-5}
@@ -176,27 +178,7 @@ ready_line() { wait_for_line '^ready ([0-9]+)$'; }
 # ---------------------------------------------------------------------------
 CLK_TCK=$(getconf CLK_TCK)
 
-# tree_pids ROOT: ROOT and all its descendants (from the ppid field of /proc/*/stat).
-tree_pids() {
-  local root=$1 stat line rest pid
-  local -A kids=()
-  local -a fields
-  for stat in /proc/[0-9]*/stat; do
-    { IFS= read -r line < "$stat"; } 2>/dev/null || continue
-    rest=${line##*) }            # comm may contain spaces and ')'
-    read -r -a fields <<< "$rest"
-    pid=${stat#/proc/}; pid=${pid%/stat}
-    kids[${fields[1]}]+="$pid "
-  done
-  local -a queue=("$root") out=()
-  while ((${#queue[@]})); do
-    pid=${queue[0]}; queue=("${queue[@]:1}")
-    out+=("$pid")
-    # shellcheck disable=SC2206
-    [[ -n ${kids[$pid]:-} ]] && queue+=(${kids[$pid]})
-  done
-  echo "${out[@]}"
-}
+# alive and tree_pids: bench/procs.sh
 
 # cpu_ticks ROOT: utime+stime (+cutime+cstime, i.e. reaped children) summed over the tree, in clock ticks.
 cpu_ticks() {
@@ -257,14 +239,6 @@ need() {
 
 SKIP_REASON=""
 skip() { SKIP_REASON=$1; }
-
-# alive PID: exists and is not a zombie.
-alive() {
-  local line
-  { IFS= read -r line < "/proc/$1/stat"; } 2>/dev/null || return 1
-  line=${line##*) }
-  [[ ${line:0:1} != Z ]]
-}
 
 # stop_server: SIGTERM to the master, wait (10 s), then SIGKILL whatever is left of its tree.
 stop_server() {

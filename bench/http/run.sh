@@ -28,6 +28,8 @@ set -uo pipefail
 export LC_ALL=C
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=../procs.sh
+. "$BENCH_DIR/procs.sh"
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 ROUNDS=2 DURATION=10 WORKERS=5 CONNECTIONS=64 THREADS=2
 RESULTS_DIR=${RESULTS_DIR:-$BENCH_DIR/results}
@@ -162,26 +164,6 @@ start_server() { # NAME LOG
     csharp-jit) start_csharp "$RAW/build/jit/BenchHttp" "$2" ;;
     csharp-aot) start_csharp "$RAW/build/aot/BenchHttp" "$2" ;;
   esac
-}
-
-# alive PID: exists and is not a zombie.
-alive() {
-  local line
-  { IFS= read -r line < "/proc/$1/stat"; } 2>/dev/null || return 1
-  line=${line##*) }
-  [[ ${line:0:1} != Z ]]
-}
-
-# The master and its children (workers), from the parent field of /proc/*/stat.
-tree_pids() {
-  local stat line rest
-  echo "$1"
-  for stat in /proc/[0-9]*/stat; do
-    { IFS= read -r line < "$stat"; } 2>/dev/null || continue
-    rest=${line##*) }
-    read -r _ ppid _ <<< "$rest"
-    [[ $ppid == "$1" ]] && { stat=${stat#/proc/}; echo "${stat%/stat}"; }
-  done
 }
 
 # TERM to the master (graceful for both), 10 s, then KILL for whatever is left of its tree.
