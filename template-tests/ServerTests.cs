@@ -194,10 +194,41 @@ public sealed class ServerTests(TemplateFixture fixture, ITestOutputHelper outpu
         Assert.Contains(message, line);
     }
 
+    /// <summary>
+    /// A --config that is not a regular file would block the start (a FIFO) or never end
+    /// (/dev/zero); a line with control characters must not reach the log as they are; and the
+    /// runtime's own messages are shown in words, not as resource keys.
+    /// </summary>
+    [Fact]
+    public async Task Bad_config_files_and_paths_give_one_clear_printable_line_and_exit_code_2()
+    {
+        string dir = await Project();
+        string fifo = Path.Combine(fixture.WorkDir, $"config-{Guid.NewGuid():N}.fifo");
+        Assert.Equal(0, Syscall.mkfifo(fifo, FilePermissions.S_IRUSR | FilePermissions.S_IWUSR));
+        string control = Path.Combine(fixture.WorkDir, $"config-{Guid.NewGuid():N}.conf");
+        File.WriteAllText(control, "workers = 2\n\0bad\u001b[31m line\n");
+        foreach (var (args, message) in new[]
+                 {
+                     (new[] { "--config", fifo }, $"--config: '{fifo}' is not a regular file"),
+                     (new[] { "--config", "/dev/zero" }, "--config: '/dev/zero' is not a regular file"),
+                     (new[] { "--config", fixture.WorkDir }, $"--config: '{fixture.WorkDir}' is a directory"),
+                     (new[] { "--config", control }, $"{control}:2: expected 'name = value' with a name from --help, not '\\x00bad\\x1b[31m line'"),
+                     (new[] { "--host", "127.0.0.1", "--port", "0", "--pid-file", "/nonexistent-dir/server.pid" }, "Could not find a part of the path"),
+                 })
+        {
+            using var server = ServerProcess.Start(dir, args);
+            Assert.Equal(2, server.WaitForExit(TimeSpan.FromSeconds(30)));
+            string line = server.Log[^1];
+            Assert.Contains(message, line);
+            Assert.DoesNotContain(line, c => char.IsControl(c));
+            Assert.DoesNotContain("IO_", line);
+        }
+    }
+
     [Fact]
     public async Task Help_names_every_option_its_variable_range_and_default_and_version_says_which_build()
     {
-        string exe = Path.Combine(await Project(), "bin", "Debug", "net10.0", "Behave");
+        string exe = ServerProcess.ProgramOf(await Project());
         CliResult help = await Cli.RunAsync(exe, ["--help"], timeout: TimeSpan.FromSeconds(30));
         output.WriteLine(help.StdOut);
         Assert.Equal(0, help.ExitCode);
@@ -245,7 +276,7 @@ public sealed class ServerTests(TemplateFixture fixture, ITestOutputHelper outpu
     public async Task A_worker_refuses_a_descriptor_that_is_not_a_listening_socket()
     {
         string dir = await Project();
-        string exe = Path.Combine(dir, "bin", "Debug", "net10.0", "Behave");
+        string exe = ServerProcess.ProgramOf(dir);
         var env = new Dictionary<string, string?> { ["PREFORK_LISTEN_FD"] = "0" };
         CliResult result = await Cli.RunAsync(exe, ["--worker", "0"], environment: env, timeout: TimeSpan.FromSeconds(30));
         Assert.Equal(5, result.ExitCode);

@@ -71,6 +71,35 @@ public sealed class TemplateTests(TemplateFixture fixture, ITestOutputHelper out
             $"{name} is named in the generated text but is not in the generated tree"));
     }
 
+    /// <summary>
+    /// systemd stops the service with KillSignal and reloads it with ExecReload; Docker and
+    /// Kubernetes stop it with STOPSIGNAL. Each must be a signal the server handles: a HUP that
+    /// the server leaves out of --signals would end the master, so `systemctl reload` would stop it.
+    /// </summary>
+    [Theory]
+    [InlineData("INT,QUIT,USR1", "SIGQUIT", false)]
+    [InlineData("INT,HUP", "SIGINT", true)]
+    [InlineData("TERM,HUP,USR2", "SIGTERM", true)]
+    [InlineData("USR1", "SIGKILL", false)]
+    public async Task Units_and_manifests_follow_the_signals(string signals, string stopSignal, bool reload)
+    {
+        string dir = Path.Combine(fixture.WorkDir, "signals-" + signals.Replace(',', '-'));
+        CliResult result = await fixture.DotnetNewAsync(["prefork-server", "-n", "Units", "-o", dir, "--no-restore", "--systemd", "--deploy",
+            .. signals.Split(',').SelectMany(s => new[] { "--signals", s })]);
+        Assert.True(result.ExitCode == 0, Cli.Describe(result));
+
+        string[] unit = File.ReadAllLines(Path.Combine(dir, "Units.service"));
+        Assert.DoesNotContain(unit, l => l.StartsWith('#') && l.Contains("#if", StringComparison.Ordinal));
+        Assert.Equal($"KillSignal={stopSignal}", Assert.Single(unit, l => l.StartsWith("KillSignal=", StringComparison.Ordinal)));
+        if (reload) Assert.Equal("ExecReload=/bin/kill -HUP $MAINPID", Assert.Single(unit, l => l.StartsWith("ExecReload=", StringComparison.Ordinal)));
+        else Assert.DoesNotContain(unit, l => l.StartsWith("ExecReload=", StringComparison.Ordinal));
+
+        Assert.Contains($"STOPSIGNAL {stopSignal}\n", File.ReadAllText(Path.Combine(dir, "Dockerfile")));
+        string kubernetes = File.ReadAllText(Path.Combine(dir, "deploy", "kubernetes.yaml"));
+        Assert.Contains($"STOPSIGNAL ({stopSignal[3..]}", kubernetes);
+        Assert.DoesNotContain("#if", kubernetes);
+    }
+
     [Fact]
     public async Task Help_lists_every_parameter_with_its_description()
     {

@@ -10,7 +10,10 @@ namespace PreforkTemplates.Tests.Infrastructure;
 /// <summary>
 /// A load generator for tests: <c>clients</c> threads, each connect → read to the server's
 /// close → check the greeting, over and over, so that many connections are open at all
-/// times. Every failed connect, reset, timeout and short read is counted with its time.
+/// times. Every failed connection is counted with its time, by kind: <c>refused</c> (the
+/// connect was refused), <c>reset</c> (connected, then reset before any data), <c>empty</c>
+/// (connected, then closed with no data), <c>short</c> (closed in the middle of the
+/// greeting), <c>timeout</c> (no answer within 10 s), or the socket error for anything else.
 /// It stops when disposed, or after <c>limit</c> at the latest.
 /// </summary>
 public sealed class Load : IDisposable
@@ -35,7 +38,10 @@ public sealed class Load : IDisposable
         foreach (Thread thread in threads) thread.Start();
     }
 
+    public const string Refused = "refused", Reset = "reset", Empty = "empty", Short = "short", Timeout = "timeout";
+
     public long Attempted => Interlocked.Read(ref attempted);
+    public int Succeeded => successes.Count;
     public IReadOnlyList<Failure> Failures => [.. failures];
     public IReadOnlyDictionary<int, int> PerPid => perPid;
     public TimeSpan Now => clock.Elapsed;
@@ -58,10 +64,19 @@ public sealed class Load : IDisposable
             throw new TimeoutException($"the load did not reach {count} more answers; failures: {Summary()}");
     }
 
-    public string Summary() =>
-        $"{Attempted} attempted, {failures.Count} failed" +
-        (failures.IsEmpty ? "" : ": " + string.Join("; ", failures.Take(5).Select(f => $"{f.At.TotalMilliseconds:0}ms {f.Kind} {f.Detail}"))) +
-        $", longest gap {LongestGap().TotalMilliseconds:0} ms";
+    /// <summary>The failures of one kind.</summary>
+    public IReadOnlyList<Failure> Of(string kind) => [.. failures.Where(f => f.Kind == kind)];
+
+    /// <summary>Attempted, succeeded, failed by kind (every kind named, 0 included), the longest gap, and the first failures.</summary>
+    public string Summary()
+    {
+        Failure[] all = [.. failures];
+        var kinds = new[] { Refused, Reset, Empty, Short, Timeout }.Concat(all.Select(f => f.Kind)).Distinct();
+        return $"{Attempted} attempted, {Succeeded} answered, failed: " +
+            string.Join(", ", kinds.Select(k => $"{k} {all.Count(f => f.Kind == k)}")) +
+            $"; longest gap {LongestGap().TotalMilliseconds:0} ms" +
+            (all.Length == 0 ? "" : "; first: " + string.Join("; ", all.Take(5).Select(f => $"{f.At.TotalMilliseconds:0}ms {f.Kind} {f.Detail}")));
+    }
 
     private void Run()
     {
@@ -81,7 +96,7 @@ public sealed class Load : IDisposable
                 string text = Encoding.UTF8.GetString(buffer, 0, length);
                 if (!text.EndsWith('\n') || !int.TryParse(text.TrimEnd('\n').Split(' ')[^1], NumberStyles.None, CultureInfo.InvariantCulture, out int pid))
                 {
-                    failures.Enqueue(new Failure(clock.Elapsed, "short read", $"'{text}'"));
+                    failures.Enqueue(new Failure(clock.Elapsed, length == 0 ? Empty : Short, $"'{text}'"));
                     continue;
                 }
                 perPid.AddOrUpdate(pid, 1, (_, c) => c + 1);
@@ -89,8 +104,15 @@ public sealed class Load : IDisposable
             }
             catch (SocketException e)
             {
-                failures.Enqueue(new Failure(clock.Elapsed, $"{stage}: {e.SocketErrorCode}", e.Message));
-                if (e.SocketErrorCode == SocketError.ConnectionRefused) Thread.Sleep(10); // nobody listens: do not spin
+                string kind = (stage, e.SocketErrorCode) switch
+                {
+                    ("connect", SocketError.ConnectionRefused) => Refused,
+                    ("read", SocketError.ConnectionReset) => Reset,
+                    (_, SocketError.TimedOut) => Timeout,
+                    _ => $"{stage}: {e.SocketErrorCode}",
+                };
+                failures.Enqueue(new Failure(clock.Elapsed, kind, e.Message));
+                if (kind == Refused) Thread.Sleep(10); // nobody listens: do not spin
             }
         }
     }

@@ -67,16 +67,27 @@ public sealed partial class ServerProcess : IDisposable
     public static ServerProcess StartWith(string projectDir, StartMode mode, IDictionary<string, string>? environment, params string[] args)
     {
         string name = Path.GetFileNameWithoutExtension(Directory.GetFiles(projectDir, "*.csproj").Single());
-        string output = Path.Combine(projectDir, "bin", "Debug", "net10.0");
+        string output = OutputOf(projectDir);
         string[] command = mode switch
         {
             StartMode.AppHost => [Path.Combine(output, name)],
             StartMode.DotnetDll => ["dotnet", Path.Combine(output, name + ".dll")],
-            StartMode.DotnetRun => ["dotnet", "run", "--no-build", "--project", projectDir, "--"],
+            StartMode.DotnetRun => ["dotnet", "run", "--no-build", "-c", Path.GetFileName(Path.GetDirectoryName(output))!, "--project", projectDir, "--"],
             _ => throw new ArgumentOutOfRangeException(nameof(mode)),
         };
         return new ServerProcess([.. command, .. args], environment);
     }
+
+    /// <summary>Where the fixture built a project: Release for the behaviour project, Debug for the scenarios.</summary>
+    public static string OutputOf(string projectDir)
+    {
+        string release = Path.Combine(projectDir, "bin", "Release", "net10.0");
+        return Directory.Exists(release) ? release : Path.Combine(projectDir, "bin", "Debug", "net10.0");
+    }
+
+    /// <summary>The built program of a project (its apphost).</summary>
+    public static string ProgramOf(string projectDir) =>
+        Path.Combine(OutputOf(projectDir), Path.GetFileNameWithoutExtension(Directory.GetFiles(projectDir, "*.csproj").Single()));
 
     public IReadOnlyList<string> Log => log.ToArray();
     public string LogText => string.Join('\n', log);
@@ -159,7 +170,8 @@ public sealed partial class ServerProcess : IDisposable
     {
         int[] masters;
         lock (gate) masters = [.. masterPids];
-        bool Ours(int pid) => Proc.IsAlive(pid) && Proc.GroupOf(pid) == Pid;
+        // Pid 1 is never ours: a server that is PID 1 of a namespace of its own logs itself as 1.
+        bool Ours(int pid) => pid != 1 && Proc.IsAlive(pid) && Proc.GroupOf(pid) == Pid;
 
         // Politely first, so each master reaps its workers; then SIGKILL whatever is left.
         foreach (int master in masters.Where(Ours)) Syscall.kill(master, Signum.SIGINT);
@@ -189,6 +201,20 @@ public static class Proc
         [.. Directory.EnumerateDirectories("/proc")
             .Select(d => int.TryParse(Path.GetFileName(d), out int pid) ? pid : 0)
             .Where(pid => pid > 0 && Stat(pid) is { } s && s.Parent == parent && s.State != 'Z')];
+
+    /// <summary>Exited children of <paramref name="parent"/> that it has not reaped yet.</summary>
+    public static IReadOnlyList<int> ZombiesOf(int parent) =>
+        [.. Directory.EnumerateDirectories("/proc")
+            .Select(d => int.TryParse(Path.GetFileName(d), out int pid) ? pid : 0)
+            .Where(pid => pid > 0 && Stat(pid) is { } s && s.Parent == parent && s.State == 'Z')];
+
+    /// <summary>What the process's open descriptors point to ("3 -> pipe:[1234]"), one each.</summary>
+    public static IReadOnlyList<string> OpenFiles(int pid) =>
+        [.. Directory.GetFiles($"/proc/{pid}/fd").Select(fd =>
+        {
+            try { return $"{Path.GetFileName(fd)} -> {new FileInfo(fd).LinkTarget}"; }
+            catch (IOException) { return $"{Path.GetFileName(fd)} -> (closed)"; }
+        })];
 
     /// <summary>Polls until <paramref name="condition"/> holds or the timeout passes.</summary>
     public static bool WaitUntil(Func<bool> condition, TimeSpan timeout)
@@ -257,6 +283,32 @@ public static class Client
     {
         double[] x = [.. counts.Select(c => (double)c)];
         return x.Sum() * x.Sum() / (x.Length * x.Sum(v => v * v));
+    }
+
+    /// <summary>
+    /// A new client every 10 ms, each giving up after 200 ms (a connect whose SYN the server
+    /// holds back would wait for the kernel's retry a second later): returns when the first
+    /// one is refused, on <paramref name="clock"/>, or null if none is within <paramref name="timeout"/>.
+    /// A connect that succeeds is closed at once.
+    /// </summary>
+    public static async Task<TimeSpan?> FirstRefusalAsync(int port, Stopwatch clock, TimeSpan timeout)
+    {
+        while (clock.Elapsed < timeout)
+        {
+            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            using var patience = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
+            try
+            {
+                await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port), patience.Token);
+            }
+            catch (SocketException e) when (e.SocketErrorCode == SocketError.ConnectionRefused)
+            {
+                return clock.Elapsed;
+            }
+            catch (OperationCanceledException) { }
+            await Task.Delay(10);
+        }
+        return null;
     }
 
     public static bool PortIsFree(int port)

@@ -107,8 +107,11 @@ public sealed class TemplateFixture : IAsyncLifetime
 
     /// <summary>
     /// The default project, with its handler customised as a user would: it waits SLOW_MS
-    /// milliseconds before answering, fails to start when FAIL_START is set, and blocks its
-    /// thread forever on the first connection that manages to rename the file HANG_FILE.
+    /// milliseconds before answering (only the client whose port is SLOW_PORT, if that is set),
+    /// fails to start when FAIL_START is set, and blocks its thread forever on the first
+    /// connection that manages to rename the file HANG_FILE. Built in Release, as servers run
+    /// in production: a Debug build keeps every local alive to the end of its method, which
+    /// hides what a garbage collection takes away.
     /// </summary>
     public Task<string> BehaviourProjectAsync() =>
         built.GetOrAdd("behaviour", _ => new Lazy<Task<string>>(async () =>
@@ -119,10 +122,12 @@ public sealed class TemplateFixture : IAsyncLifetime
             code = Replace(code, "        reply = Encoding.UTF8.GetBytes(text + \"\\n\");",
                 "        reply = Encoding.UTF8.GetBytes(text + \"\\n\");\n" +
                 "        if (Environment.GetEnvironmentVariable(\"FAIL_START\") is not null) throw new InvalidOperationException(\"FAIL_START is set\");\n" +
-                "        delay = TimeSpan.FromMilliseconds(int.Parse(Environment.GetEnvironmentVariable(\"SLOW_MS\") ?? \"0\", CultureInfo.InvariantCulture));");
-            code = Replace(code, "    private readonly byte[] reply;", "    private readonly byte[] reply;\n    private readonly TimeSpan delay;");
+                "        delay = TimeSpan.FromMilliseconds(int.Parse(Environment.GetEnvironmentVariable(\"SLOW_MS\") ?? \"0\", CultureInfo.InvariantCulture));\n" +
+                "        slowPort = int.Parse(Environment.GetEnvironmentVariable(\"SLOW_PORT\") ?? \"0\", CultureInfo.InvariantCulture);");
+            code = Replace(code, "    private readonly byte[] reply;", "    private readonly byte[] reply;\n    private readonly TimeSpan delay;\n    private readonly int slowPort;");
             code = Replace(code, "        await client.SendAsync(reply, SocketFlags.None, timeout);",
-                "        if (delay > TimeSpan.Zero) await Task.Delay(delay, timeout);\n" +
+                "        if (delay > TimeSpan.Zero && (slowPort == 0 || ((System.Net.IPEndPoint)client.RemoteEndPoint!).Port == slowPort))\n" +
+                "            await Task.Delay(delay, timeout);\n" +
                 "        if (Environment.GetEnvironmentVariable(\"HANG_FILE\") is string hang && System.IO.File.Exists(hang))\n" +
                 "        {\n" +
                 "            try { System.IO.File.Move(hang, hang + \".taken\"); Thread.Sleep(Timeout.Infinite); }\n" +
@@ -130,7 +135,7 @@ public sealed class TemplateFixture : IAsyncLifetime
                 "        }\n" +
                 "        await client.SendAsync(reply, SocketFlags.None, timeout);");
             File.WriteAllText(handler, code);
-            await BuildAsync(dir);
+            await BuildAsync(dir, "Release");
             return dir;
         })).Value;
 
@@ -168,12 +173,12 @@ public sealed class TemplateFixture : IAsyncLifetime
         return dir;
     }
 
-    private async Task BuildAsync(string dir)
+    private async Task BuildAsync(string dir, string configuration = "Debug")
     {
         await buildSlots.WaitAsync();
         try
         {
-            CliResult result = await Cli.DotnetAsync(["build", dir, "-warnaserror", "--disable-build-servers", "-nologo"], dir);
+            CliResult result = await Cli.DotnetAsync(["build", dir, "-c", configuration, "-warnaserror", "--disable-build-servers", "-nologo"], dir);
             if (result.ExitCode != 0) throw new InvalidOperationException($"build of {dir} failed:\n" + Cli.Describe(result));
             if (result.StdOut.Contains("warning", StringComparison.OrdinalIgnoreCase) && !result.StdOut.Contains(" 0 Warning(s)", StringComparison.Ordinal))
                 throw new InvalidOperationException($"build of {dir} has warnings:\n" + result.StdOut);

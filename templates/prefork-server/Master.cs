@@ -317,7 +317,9 @@ internal sealed class Master
     private void CheckPoolReady()
     {
         List<WorkerProcess> serving = Serving();
-        bool complete = serving.Count >= target && serving.All(w => w.Ready && w.Generation == generation && !w.Retiring);
+        // A worker that has asked to retire (recycling) still accepts until its replacement does:
+        // under heavy recycling some worker always is, and the pool is still complete.
+        bool complete = serving.Count >= target && serving.All(w => w.Ready && w.Generation == generation);
         if (!complete) return;
         if (!poolReadyLogged)
         {

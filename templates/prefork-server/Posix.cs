@@ -141,6 +141,23 @@ internal static class Posix
     [DllImport("libc", SetLastError = true)]
     private static extern int setsockopt(int fd, int level, int name, ref SockFprog value, int length);
 
+    /// <summary>
+    /// How many connections wait in the listening socket's queue now: for a listening socket,
+    /// Linux reports the queue's length in TCP_INFO's tcpi_unacked. -1 if it cannot tell.
+    /// </summary>
+    public static int QueuedConnections(int fd)
+    {
+        var info = new byte[TcpInfoSize];
+        int length = info.Length;
+        if (getsockopt(fd, IpProtoTcp, TcpInfo, info, ref length) < 0 || length < TcpiUnackedOffset + 4) return -1;
+        return BitConverter.ToInt32(info, TcpiUnackedOffset);
+    }
+
+    private const int IpProtoTcp = 6, TcpInfo = 11, TcpInfoSize = 104, TcpiUnackedOffset = 24;
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int getsockopt(int fd, int level, int name, byte[] value, ref int length);
+
     /// <summary>True when a connection is waiting in the listening socket's queue (poll, no wait).</summary>
     public static bool HasPendingConnection(int fd)
     {

@@ -218,10 +218,11 @@ internal sealed class Worker
 
     /// <summary>
     /// Stopping for good: first serve the connections already waiting in the kernel's queue
-    /// (at most --backlog of them, within --shutdown-timeout), then close this worker's
-    /// descriptor of the listening socket. Once the last process that holds the socket has
-    /// closed it, new clients are refused at once instead of being accepted by the kernel and
-    /// reset when the last worker exits. Runs on the accepting thread, after its last accept().
+    /// (within --shutdown-timeout; as many as wait now, the other holders of the socket take
+    /// their share, or all of them for the last holder), then close this worker's descriptor of
+    /// the listening socket. Once the last process that holds the socket has closed it, new
+    /// clients are refused at once instead of being accepted by the kernel and reset when the
+    /// last worker exits. Runs on the accepting thread, after its last accept().
     /// </summary>
     private void DrainQueueThenRelease()
     {
@@ -232,9 +233,10 @@ internal sealed class Worker
             Posix.StopNewConnections(listenFd);
             Thread.Sleep(HandshakeGrace);
         }
+        int queued = lastHolder ? settings.Backlog : Posix.QueuedConnections(listenFd);
         var limit = Stopwatch.StartNew();
         int drained = 0;
-        while (drained < settings.Backlog && limit.Elapsed < settings.ShutdownTimeout && Posix.HasPendingConnection(listenFd))
+        while (drained < queued && limit.Elapsed < settings.ShutdownTimeout && Posix.HasPendingConnection(listenFd))
         {
             if (!slots.Wait(AcceptWake)) continue;
             // Another process may take the connection first: accept() then waits at most AcceptWake.
