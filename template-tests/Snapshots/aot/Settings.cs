@@ -20,8 +20,8 @@ public static class ExitCodes
     public const int BadSocket = 5;      // a worker was not handed a listening TCP socket
 }
 
-/// <summary>A bad option or value; the message names the option and what it accepts.</summary>
-public sealed class UsageException(string message) : Exception(message);
+/// <summary>A bad option or value; the message names the option and what it accepts, on one printable line.</summary>
+public sealed class UsageException(string message) : Exception(Settings.Printable(message));
 
 /// <summary>
 /// The server's settings. Each one comes from, in order of precedence: the command line
@@ -183,7 +183,22 @@ public sealed class Settings
     private static void ReadConfig(Settings settings, string path)
     {
         string[] lines;
-        try { lines = System.IO.File.ReadAllLines(path); }
+        try
+        {
+            // Only a regular file of a sane size: a FIFO would block the start (or a HUP) until
+            // something writes to it, and /dev/zero would never end.
+            var file = new System.IO.FileInfo(path);
+            if (System.IO.Directory.Exists(path))
+                throw new UsageException($"--config: '{path}' is a directory");
+            if (!file.Exists)
+                throw new UsageException($"--config: '{path}' does not exist");
+            if (Mono.Unix.Native.Syscall.stat(path, out var status) != 0
+                || (status.st_mode & Mono.Unix.Native.FilePermissions.S_IFMT) != Mono.Unix.Native.FilePermissions.S_IFREG)
+                throw new UsageException($"--config: '{path}' is not a regular file");
+            if (file.Length > MaxConfigBytes)
+                throw new UsageException($"--config: '{path}' is {file.Length} bytes, more than a configuration file of {MaxConfigBytes}");
+            lines = System.IO.File.ReadAllLines(path);
+        }
         catch (Exception e) when (e is System.IO.IOException or UnauthorizedAccessException)
         {
             throw new UsageException($"--config: cannot read '{path}': {e.Message}");
@@ -196,10 +211,20 @@ public sealed class Settings
             string name = equals > 0 ? line[..equals].Trim() : line;
             Option? option = Options.FirstOrDefault(o => o.Name == name && o.Name != "config");
             if (equals <= 0 || option is null)
-                throw new UsageException($"{path}:{n + 1}: expected 'name = value' with a name from --help, not '{line}'");
+                throw new UsageException($"{path}:{n + 1}: expected 'name = value' with a name from --help, not '{(line.Length > 200 ? line[..200] + "..." : line)}'");
             try { option.Set(settings, line[(equals + 1)..].Trim()); }
             catch (UsageException e) { throw new UsageException($"{path}:{n + 1}: {option.Name}: {e.Message}"); }
         }
+    }
+
+    private const int MaxConfigBytes = 1 << 20;
+
+    /// <summary>Text as it can go into one log line: control characters (NUL, newline, escape) written as \xNN.</summary>
+    internal static string Printable(string text)
+    {
+        var printable = new StringBuilder();
+        foreach (char c in text) printable.Append(char.IsControl(c) ? $"\\x{(int)c:x2}" : c);
+        return printable.ToString();
     }
 
     public static string Help(string program)

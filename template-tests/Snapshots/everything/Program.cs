@@ -13,9 +13,24 @@ using System.IO;
 /// </summary>
 public static class Program
 {
+    /// <summary>
+    /// The fewest open files a process of this server can run with: what the runtime opens
+    /// (about 30), the spare that a worker keeps (Worker.SpareFiles) and a few connections.
+    /// </summary>
+    public const int MinimumFileLimit = 128;
+
     public static int Main(string[] args)
     {
         string name = Path.GetFileNameWithoutExtension(Environment.ProcessPath) ?? "server";
+
+        // Before anything else opens a file: below this the runtime itself fails in odd places
+        // (an assembly that cannot be loaded, a thread that cannot start).
+        long fileLimit = Posix.RaiseFileLimit();
+        if (fileLimit < MinimumFileLimit)
+        {
+            Console.Error.WriteLine($"{name}: the limit of open files (ulimit -n) is {fileLimit}; the server needs at least {MinimumFileLimit}");
+            return ExitCodes.Usage;
+        }
         bool isWorker = args is ["--worker", _] && Environment.GetEnvironmentVariable(Worker.ListenFdVariable) is not null;
 
         Settings settings;
@@ -43,8 +58,8 @@ public static class Program
         try
         {
             return isWorker
-                ? Worker.Run(settings, Environment.GetEnvironmentVariable(Worker.ListenFdVariable)!, args[1])
-                : Master.Run(settings, args);
+                ? Worker.Run(settings, Environment.GetEnvironmentVariable(Worker.ListenFdVariable)!, args[1], fileLimit)
+                : Master.Run(settings, args, fileLimit);
         }
         catch (Exception e)
         {

@@ -23,11 +23,17 @@ using Mono.Unix.Native;
 /// </summary>
 internal sealed class Master
 {
+    /// <summary>
+    /// A worker as the master sees it. It owns both ends of the worker's pipes: once the
+    /// worker has exited and been reaped, <see cref="Close"/> frees them, and telling it
+    /// anything is a no-op (its process object is gone).
+    /// </summary>
     private sealed class WorkerProcess(int index, int generation, Process process)
     {
+        private readonly StreamWriter control = process.StandardInput;
+
         public int Index { get; } = index;
         public int Generation { get; } = generation;   // bumped by HUP: older ones are replaced
-        public Process Process { get; } = process;
         public int Pid { get; } = process.Id;
         public long StartedAt { get; } = Environment.TickCount64;
         public long LastHeartbeat { get; set; } = Environment.TickCount64;
@@ -36,7 +42,34 @@ internal sealed class Master
         public bool Retiring { get; set; }             // served its --max-connections-per-worker
         public long Accepted { get; set; }
         public int InFlight { get; set; }
-        public WorkerProcess? Replaces { get; init; }  // the worker this one takes over from
+        public int Collections { get; set; }            // garbage collections so far
+        public WorkerProcess? Replaces { get; set; }   // the worker this one takes over from, until it exits
+        public bool Reaped { get; private set; }        // exited, and its exit handled
+        public bool Released { get; set; }              // has closed its descriptor of the listening socket
+
+        /// <summary>Writes a line to the worker's pipe; one that has exited no longer reads it.</summary>
+        public void Tell(string line)
+        {
+            if (Reaped) return;
+            try
+            {
+                control.WriteLine(line);
+                control.Flush();
+            }
+            catch (IOException) { } // exiting: its exit is on the way
+        }
+
+        /// <summary>The worker has exited: its exit status, after which every descriptor for it is closed.</summary>
+        public int Close()
+        {
+            int status = process.ExitCode;
+            Reaped = true;
+            // Process.Dispose leaves a redirected standard input open once it has been used:
+            // close it here, or every replaced worker leaks a pipe.
+            try { control.Dispose(); } catch (IOException) { }
+            process.Dispose();
+            return status;
+        }
     }
 
     private abstract record Event;
@@ -52,6 +85,9 @@ internal sealed class Master
     /// <summary>The fd of a listening socket handed over by an old master (USR2).</summary>
     public const string UpgradeFdVariable = "PREFORK_UPGRADE_FD";
 
+    /// <summary>Set, with the fd, when systemd holds that socket too (socket activation).</summary>
+    public const string UpgradeSystemdVariable = "PREFORK_UPGRADE_SYSTEMD_SOCKET";
+
     private const long BackoffFirstMs = 100;
     private const long BackoffMaxMs = 10_000;
 
@@ -59,7 +95,9 @@ internal sealed class Master
     private readonly IReadOnlyList<string> args;
     private readonly Socket listener;
     private readonly string listenFd;
+    private bool listenerReleased;
     private readonly bool upgraded;                  // started by an old master's USR2
+    private readonly bool systemdSocket;             // systemd holds the socket too, and listens on after we stop
     private readonly BlockingCollection<Event> events = new();
     private readonly List<WorkerProcess> workers = [];
     private readonly Dictionary<int, int> failures = [];   // failed starts in a row, per index
@@ -79,26 +117,28 @@ internal sealed class Master
     private Process? newMaster;                      // USR2: the new master, until it is ready
     private long newMasterDeadline;
     private bool retiring;                           // a new master took over: stop and leave
+    private WorkerProcess? keeper;                   // graceful stop: the worker that releases the socket last
 
-    private Master(Settings settings, IReadOnlyList<string> args, Socket listener, bool upgraded)
+    private Master(Settings settings, IReadOnlyList<string> args, Socket listener, bool upgraded, bool systemdSocket)
     {
         this.settings = settings;
         this.args = args;
         this.listener = listener;
         this.upgraded = upgraded;
+        this.systemdSocket = systemdSocket;
         listenFd = ((int)listener.SafeHandle.DangerousGetHandle()).ToString(CultureInfo.InvariantCulture);
         target = settings.Workers;
         (program, programArgs) = SelfCommand();
     }
 
-    public static int Run(Settings settings, IReadOnlyList<string> args)
+    public static int Run(Settings settings, IReadOnlyList<string> args, long fileLimit)
     {
         Socket listener;
         string origin;
-        bool upgraded;
+        bool upgraded, systemdSocket;
         try
         {
-            (listener, origin, upgraded) = Listen(settings);
+            (listener, origin, upgraded, systemdSocket) = Listen(settings);
         }
         catch (SocketException e)
         {
@@ -111,14 +151,15 @@ internal sealed class Master
             return ExitCodes.CannotListen;
         }
 
-        var master = new Master(settings, args, listener, upgraded);
+        var master = new Master(settings, args, listener, upgraded, systemdSocket);
         var signals = settings.Signals.ToList();
         if (Environment.ProcessId == 1) signals.Add("CHLD"); // PID 1 in a container: reap orphans too
-        var registrations = Posix.HandleSignals(signals, signal =>
+        Posix.HandleSignals(signals, signal =>
             master.events.Add(signal == (int)Signum.SIGCHLD ? new ChildExited() : new SignalArrived(signal)));
         var local = (IPEndPoint)listener.LocalEndPoint!;
         Log.Info($"listening on {Endpoint(local.Address, local.Port)}{origin}, starting {settings.Workers} workers " +
-                 $"(signals: {(settings.Signals.Count == 0 ? "none" : string.Join(",", settings.Signals))})");
+                 $"(signals: {(settings.Signals.Count == 0 ? "none" : string.Join(",", settings.Signals))}; " +
+                 $"open files: {(fileLimit == long.MaxValue ? "unlimited" : fileLimit.ToString(CultureInfo.InvariantCulture))} per process)");
         try
         {
             if (!master.upgraded) master.WritePidFile();
@@ -135,7 +176,6 @@ internal sealed class Master
         finally
         {
             master.RemovePidFile();
-            registrations.ForEach(r => r.Dispose());
         }
     }
 
@@ -188,6 +228,8 @@ internal sealed class Master
             case NewMasterExited(Process master) when master == newMaster:
                 Log.Info($"USR2: new master {master.Id} exited with code {master.ExitCode} before it was ready; this master keeps serving");
                 newMaster = null;
+                master.StandardInput.Dispose(); // Dispose alone would leave this pipe open
+                master.Dispose();
                 systemd.Notify($"READY=1\nMAINPID={Environment.ProcessId}");
                 WritePidFile();
                 break;
@@ -234,7 +276,7 @@ internal sealed class Master
         }
     }
 
-    /// <summary>A line from a worker's pipe: "ready", "hb ACCEPTED IN_FLIGHT" or "retire".</summary>
+    /// <summary>A line from a worker's pipe: "ready", "hb ACCEPTED IN_FLIGHT COLLECTIONS", "retire" or "released" (the listening socket).</summary>
     private void HandleMessage(WorkerProcess worker, string line)
     {
         if (!workers.Contains(worker)) return;
@@ -255,13 +297,18 @@ internal sealed class Master
                     Log.Info($"worker {worker.Index} (pid {worker.Pid}) accepting");
                 CheckPoolReady();
                 break;
-            case "hb" when words.Length == 3:
+            case "hb" when words.Length == 4:
                 worker.Accepted = long.Parse(words[1], CultureInfo.InvariantCulture);
                 worker.InFlight = int.Parse(words[2], CultureInfo.InvariantCulture);
+                worker.Collections = int.Parse(words[3], CultureInfo.InvariantCulture);
                 break;
             case "retire":
                 Log.Info($"worker {worker.Index} (pid {worker.Pid}) reached --max-connections-per-worker; replacing it");
                 worker.Retiring = true;
+                break;
+            case "released":
+                worker.Released = true;
+                TellKeeperIfLast();
                 break;
         }
     }
@@ -270,7 +317,9 @@ internal sealed class Master
     private void CheckPoolReady()
     {
         List<WorkerProcess> serving = Serving();
-        bool complete = serving.Count >= target && serving.All(w => w.Ready && w.Generation == generation && !w.Retiring);
+        // A worker that has asked to retire (recycling) still accepts until its replacement does:
+        // under heavy recycling some worker always is, and the pool is still complete.
+        bool complete = serving.Count >= target && serving.All(w => w.Ready && w.Generation == generation);
         if (!complete) return;
         if (!poolReadyLogged)
         {
@@ -330,6 +379,7 @@ internal sealed class Master
         };
         foreach (string arg in programArgs.Concat(args)) start.ArgumentList.Add(arg);
         start.Environment[UpgradeFdVariable] = listenFd;
+        if (systemdSocket) start.Environment[UpgradeSystemdVariable] = "1";
         if (systemd.Path is not null) start.Environment["NOTIFY_SOCKET"] = systemd.Path; // it reports READY=1 and MAINPID
         var process = new Process { StartInfo = start, EnableRaisingEvents = true };
         try
@@ -365,7 +415,8 @@ internal sealed class Master
         foreach (WorkerProcess w in workers.OrderBy(w => w.Index))
         {
             Log.Info($"worker {w.Index} pid {w.Pid}: age {(now - w.StartedAt) / 1000.0:0.0}s, " +
-                     $"accepted {w.Accepted}, in flight {w.InFlight}, last heartbeat {(now - w.LastHeartbeat) / 1000.0:0.0}s ago" +
+                     $"accepted {w.Accepted}, in flight {w.InFlight}, garbage collections {w.Collections}, " +
+                     $"last heartbeat {(now - w.LastHeartbeat) / 1000.0:0.0}s ago" +
                      (w.Stopping ? ", stopping" : w.Ready ? "" : ", starting"));
         }
     }
@@ -374,9 +425,11 @@ internal sealed class Master
     private void Reap(WorkerProcess worker)
     {
         if (!workers.Remove(worker)) return;
-        int status = worker.Process.ExitCode;
-        worker.Process.Dispose();
+        int status = worker.Close();
+        // Whatever replaces it has nothing left to stop (and holds no chain of old workers).
+        foreach (WorkerProcess successor in workers.Where(w => w.Replaces == worker)) successor.Replaces = null;
         Log.Info($"worker {worker.Index} (pid {worker.Pid}) {Describe(status)}");
+        if (state != State.Running) TellKeeperIfLast();
         if (state != State.Running || worker.Stopping) return;
 
         // A worker that had started accepting is replaced at once, whatever ended it; one that
@@ -490,12 +543,7 @@ internal sealed class Master
     private static void StopWorker(WorkerProcess worker)
     {
         worker.Stopping = true;
-        try
-        {
-            worker.Process.StandardInput.WriteLine("stop");
-            worker.Process.StandardInput.Flush();
-        }
-        catch (IOException) { } // already gone: its exit is on the way
+        worker.Tell("stop");
     }
 
     /// <summary>Hung workers: one silent for --worker-timeout is killed; Reap replaces it.</summary>
@@ -516,13 +564,19 @@ internal sealed class Master
     {
         state = graceful ? State.Stopping : State.Quitting;
         killAt = Environment.TickCount64 + (long)settings.ShutdownTimeout.TotalMilliseconds;
+        ReleaseListener(); // no more workers will start: the workers' own descriptors are the last
         if (!retiring) systemd.Notify("STOPPING=1");
         if (graceful)
         {
+            // When the whole server stops (not a USR2 hand-over, not a socket that systemd keeps
+            // listening on), one worker keeps accepting while the others serve their share of the
+            // queue and release the socket; then it is told it is the last holder (ReleaseIfLast).
+            keeper = retiring || newMaster is not null || systemdSocket ? null : workers.FirstOrDefault(w => w.Ready);
             // Relay the signal; a worker that does not handle it (--signals) is asked over its pipe.
             bool handled = settings.Signals.Contains(relay.ToString()[3..]);
             foreach (WorkerProcess worker in workers)
             {
+                if (worker == keeper) continue;
                 if (!handled) StopWorker(worker);
                 else
                 {
@@ -533,8 +587,40 @@ internal sealed class Master
         }
         else
         {
+            keeper = null;
             KillAll(QuickStopSignal, null);
         }
+        TellKeeperIfLast();
+    }
+
+    /// <summary>
+    /// A graceful stop of the whole server: once every other worker has released the listening
+    /// socket, the keeper is its last holder. It holds back new connections, serves the queue to
+    /// its end and releases the socket, so nothing is left in the queue to reset, and the
+    /// clients that come after are refused at once.
+    /// </summary>
+    private void TellKeeperIfLast()
+    {
+        if (keeper is null || workers.Any(w => w != keeper && !w.Released)) return;
+        if (!keeper.Reaped)
+        {
+            keeper.Stopping = true;
+            keeper.Tell("last");
+        }
+        keeper = null;
+    }
+
+    /// <summary>
+    /// Closes the master's descriptor of the listening socket (Posix.ReleaseListener), once it
+    /// will start no more workers. The workers keep theirs until they have served their queue,
+    /// a new master (USR2) keeps its own.
+    /// </summary>
+    private void ReleaseListener()
+    {
+        if (listenerReleased) return;
+        listenerReleased = true;
+        Posix.ReleaseListener(int.Parse(listenFd, CultureInfo.InvariantCulture));
+        listener.SafeHandle.SetHandleAsInvalid(); // closed above: the Socket must never close that number again
     }
 
     /// <summary>Stops for good: what is running is stopped, and the master exits with code 4.</summary>
@@ -589,13 +675,15 @@ internal sealed class Master
     /// The listening socket: handed over by systemd (LISTEN_FDS, socket activation) or by an
     /// old master (USR2), else bound here. Returns it and where it came from, for the log.
     /// </summary>
-    private static (Socket Socket, string Origin, bool Upgraded) Listen(Settings settings)
+    private static (Socket Socket, string Origin, bool Upgraded, bool SystemdSocket) Listen(Settings settings)
     {
         string? upgradeFd = Environment.GetEnvironmentVariable(UpgradeFdVariable);
         if (upgradeFd is not null)
         {
+            bool systemdSocket = Environment.GetEnvironmentVariable(UpgradeSystemdVariable) is not null;
             Environment.SetEnvironmentVariable(UpgradeFdVariable, null);
-            return (Inherited(int.Parse(upgradeFd, CultureInfo.InvariantCulture), "the old master"), " (socket from the old master, USR2)", true);
+            Environment.SetEnvironmentVariable(UpgradeSystemdVariable, null);
+            return (Inherited(int.Parse(upgradeFd, CultureInfo.InvariantCulture), "the old master"), " (socket from the old master, USR2)", true, systemdSocket);
         }
         if (Environment.GetEnvironmentVariable("LISTEN_PID") == Environment.ProcessId.ToString(CultureInfo.InvariantCulture)
             && Environment.GetEnvironmentVariable("LISTEN_FDS") is string count)
@@ -603,7 +691,7 @@ internal sealed class Master
             foreach (string name in new[] { "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES" })
                 Environment.SetEnvironmentVariable(name, null);
             if (count != "1") throw new InvalidOperationException($"systemd passed LISTEN_FDS={count} sockets; this server takes exactly one");
-            return (Inherited(3, "systemd"), " (socket from systemd)", false);
+            return (Inherited(3, "systemd"), " (socket from systemd)", false, true);
         }
 
         var socket = new Socket(settings.Host.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
@@ -613,7 +701,7 @@ internal sealed class Master
         socket.Listen(settings.Backlog);
         // .NET opens every descriptor close-on-exec; this one, alone, must reach the workers.
         Posix.Inherit((int)socket.SafeHandle.DangerousGetHandle());
-        return (socket, "", false);
+        return (socket, "", false, false);
     }
 
     /// <summary>A listening TCP socket received from systemd or an old master; never closed here.</summary>

@@ -29,36 +29,42 @@ internal static class Posix
     public static string NameOf(int signal) =>
         Enum.IsDefined((Signum)signal) ? ((Signum)signal).ToString() : $"signal {signal}";
 
+    // A registration unregisters its handler when it is finalized: one that nothing refers to
+    // vanishes at the first garbage collection, and the signal gets its default action back
+    // (TERM and QUIT would then kill a worker outright). These live as long as the process.
+    private static readonly List<PosixSignalRegistration> registrations = [];
+
     /// <summary>
     /// Calls <paramref name="handler"/> (on a thread-pool thread) each time one of the
-    /// <paramref name="names"/> arrives. A script that starts a program in the background
-    /// (<c>server &amp;</c>) hands it INT and QUIT already ignored, and
-    /// .NET leaves an ignored signal ignored; so the disposition is reset first.
+    /// <paramref name="names"/> arrives, for as long as the process runs. A script that starts
+    /// a program in the background (<c>server &amp;</c>) hands it INT and QUIT already ignored,
+    /// and .NET leaves an ignored signal ignored; so the disposition is reset first.
     /// Must run before anything else in the process registers a signal.
     /// </summary>
-    public static List<PosixSignalRegistration> HandleSignals(IEnumerable<string> names, Action<int> handler)
+    public static void HandleSignals(IEnumerable<string> names, Action<int> handler)
     {
         // All dispositions first: the first registration sets up the runtime's signal
         // handling, which from then on keeps whatever it found ignored.
         Signum[] signums = [.. names.Select(name => name == "CHLD" ? Signum.SIGCHLD : Signals[name])];
         foreach (Signum signum in signums) Stdlib.SetSignalAction(signum, SignalAction.Default);
 
-        var registrations = new List<PosixSignalRegistration>();
-        foreach (Signum signum in signums)
+        lock (registrations)
         {
-            registrations.Add(PosixSignalRegistration.Create(ToPosixSignal(signum), context =>
+            foreach (Signum signum in signums)
             {
-                context.Cancel = true; // we decide what the signal does, not the runtime
-                handler((int)signum);
-            }));
+                registrations.Add(PosixSignalRegistration.Create(ToPosixSignal(signum), context =>
+                {
+                    context.Cancel = true; // we decide what the signal does, not the runtime
+                    handler((int)signum);
+                }));
+            }
         }
-        return registrations;
     }
 
     /// <summary>
     /// Wraps an inherited descriptor (from the master, systemd or an old master) as a Socket,
-    /// or says why it is not a listening TCP socket. The Socket must never be closed or
-    /// disposed: on Linux that would stop the socket listening for every process (DESIGN.md).
+    /// or says why it is not a listening TCP socket. The Socket does not own the descriptor:
+    /// dispose it freely; <see cref="ReleaseListener"/> is what lets go of the descriptor.
     /// </summary>
     public static string? WrapListeningTcp(int fd, out Socket? socket)
     {
@@ -80,6 +86,114 @@ internal static class Posix
             return $"fd {fd} is not a socket ({e.Message})";
         }
     }
+
+    /// <summary>
+    /// Closes this process's descriptor of the shared listening socket, with close(2) only.
+    /// Never shutdown(2): on Linux that stops the socket listening for every process that holds
+    /// it. The socket goes on listening while any other process holds it; when the last one
+    /// lets go, new clients are refused at once. Call it only once no thread of this process
+    /// can be blocked in accept() on it.
+    /// </summary>
+    public static void ReleaseListener(int fd)
+    {
+        if (Syscall.close(fd) < 0)
+            Log.Info($"close of the listening socket (fd {fd}): {Stdlib.GetLastError()}");
+    }
+
+    /// <summary>
+    /// Makes the listening socket, for every process that holds it, drop new connection
+    /// attempts (a TCP SYN) while the handshakes already under way complete and join the queue:
+    /// a socket filter (SO_ATTACH_FILTER) that passes everything but a bare SYN. The queue can
+    /// then be served to its end and the socket released with nothing left in it to reset; a
+    /// client whose SYN was dropped sends it again about a second later, and is then refused.
+    /// Only for a socket that nobody will listen on again (never one systemd holds).
+    /// </summary>
+    public static void StopNewConnections(int fd)
+    {
+        // Classic BPF over the TCP header: the flags are its byte 13; SYN 0x02, ACK 0x10.
+        SockFilter[] program =
+        [
+            new(0x30, 0, 0, 13),            // ldb [13]
+            new(0x54, 0, 0, 0x12),          // and #(SYN|ACK)
+            new(0x15, 0, 1, 0x02),          // jeq #SYN: a bare SYN is dropped, all else kept
+            new(0x06, 0, 0, 0),             // ret #0: drop
+            new(0x06, 0, 0, uint.MaxValue), // ret: keep the whole packet
+        ];
+        GCHandle pinned = GCHandle.Alloc(program, GCHandleType.Pinned);
+        try
+        {
+            var fprog = new SockFprog((ushort)program.Length, pinned.AddrOfPinnedObject());
+            if (setsockopt(fd, SolSocket, SoAttachFilter, ref fprog, Marshal.SizeOf<SockFprog>()) < 0)
+                Log.Info($"cannot hold back new connections (SO_ATTACH_FILTER): {Stdlib.GetLastError()}");
+        }
+        finally
+        {
+            pinned.Free();
+        }
+    }
+
+    private const int SolSocket = 1, SoAttachFilter = 26;
+
+    private readonly record struct SockFilter(ushort Code, byte JumpTrue, byte JumpFalse, uint K);
+
+    private readonly record struct SockFprog(ushort Length, IntPtr Filter);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int setsockopt(int fd, int level, int name, ref SockFprog value, int length);
+
+    /// <summary>
+    /// How many connections wait in the listening socket's queue now: for a listening socket,
+    /// Linux reports the queue's length in TCP_INFO's tcpi_unacked. -1 if it cannot tell.
+    /// </summary>
+    public static int QueuedConnections(int fd)
+    {
+        var info = new byte[TcpInfoSize];
+        int length = info.Length;
+        if (getsockopt(fd, IpProtoTcp, TcpInfo, info, ref length) < 0 || length < TcpiUnackedOffset + 4) return -1;
+        return BitConverter.ToInt32(info, TcpiUnackedOffset);
+    }
+
+    private const int IpProtoTcp = 6, TcpInfo = 11, TcpInfoSize = 104, TcpiUnackedOffset = 24;
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int getsockopt(int fd, int level, int name, byte[] value, ref int length);
+
+    /// <summary>True when a connection is waiting in the listening socket's queue (poll, no wait).</summary>
+    public static bool HasPendingConnection(int fd)
+    {
+        var poll = new[] { new Pollfd { fd = fd, events = PollEvents.POLLIN } };
+        return Syscall.poll(poll, 0) > 0 && (poll[0].revents & PollEvents.POLLIN) != 0;
+    }
+
+    /// <summary>
+    /// Raises this process's soft limit of open descriptors (RLIMIT_NOFILE, `ulimit -n`) to its
+    /// hard limit, as nginx's worker_rlimit_nofile and the Go runtime do: every connection is
+    /// a descriptor, and the usual soft limit (1024) is below the default --max-connections
+    /// of a few workers. Returns the limit now in force (long.MaxValue: unlimited).
+    /// </summary>
+    public static long RaiseFileLimit()
+    {
+        if (getrlimit(RlimitNofile, out Rlimit limit) < 0) return long.MaxValue; // cannot know: no limit to plan for
+        if (limit.Current < limit.Maximum)
+        {
+            var raised = limit with { Current = limit.Maximum };
+            if (setrlimit(RlimitNofile, in raised) == 0) limit = raised;
+        }
+        return limit.Current > long.MaxValue ? long.MaxValue : (long)limit.Current;
+    }
+
+    /// <summary>The number of descriptors this process has open now.</summary>
+    public static int OpenFileCount() => System.IO.Directory.GetFiles("/proc/self/fd").Length - 1; // less the one that lists them
+
+    private const int RlimitNofile = 7; // RLIMIT_NOFILE on Linux
+
+    private record struct Rlimit(ulong Current, ulong Maximum);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int getrlimit(int resource, out Rlimit limit);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int setrlimit(int resource, in Rlimit limit);
 
     /// <summary>Sends a signal; a process that has already gone is not an error.</summary>
     public static void Kill(int pid, int signal) => Syscall.kill(pid, (Signum)signal);

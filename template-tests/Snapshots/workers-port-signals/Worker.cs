@@ -22,34 +22,53 @@ internal sealed class Worker
     /// <summary>An idle accept() returns this often, so the accepting thread notices a stop.</summary>
     private static readonly TimeSpan AcceptWake = TimeSpan.FromMilliseconds(500);
     private const long HeartbeatMs = 500;
+    private static readonly TimeSpan HandshakeGrace = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>
+    /// Descriptors kept free for the runtime and the handler (assemblies, threads, a pipe, a
+    /// file the handler opens): a worker that has this few left stops accepting, and the
+    /// kernel gives the next connection to another worker, instead of failing inside the
+    /// runtime (which aborts the process and every connection it holds).
+    /// </summary>
+    public const int SpareFiles = 64;
 
     private readonly Settings settings;
     private readonly int listenFd;
     private readonly Handler handler;
-    private readonly SemaphoreSlim slots;          // free connection slots (--max-connections)
+    private readonly int capacity;                 // connections at once: --max-connections, or fewer if ulimit -n says so
+    private readonly string capacityReason;
+    private readonly SemaphoreSlim slots;          // free connection slots (capacity)
     private readonly long recycleAfter;            // accepted connections before retiring; 0: never
     private Stream toMaster = Stream.Null;
     private int inFlight;
     private long accepted;
     private long lastHeartbeat;
+    private long lastPauseLog = long.MinValue / 2;
+    private bool paused;
     private bool retireSent;
     private volatile bool stopping;
+    private volatile bool lastHolder;             // the master says no other process holds the listening socket
+    private int exiting;
 
-    // The inherited socket as a .NET object, only to check what it is; never closed (Posix.cs).
-    private static Socket? listener;
-
-    private Worker(Settings settings, int listenFd, int index)
+    private Worker(Settings settings, int listenFd, int index, long fileLimit)
     {
         this.settings = settings;
         this.listenFd = listenFd;
         Deadlines.Use(settings);
         handler = new Handler(settings, index);
-        slots = new SemaphoreSlim(settings.MaxConnections, settings.MaxConnections);
+        // Every connection is a descriptor. What is open now (the runtime's own files, the
+        // pipes, the socket) stays open; SpareFiles more may be needed later.
+        long byLimit = fileLimit - Posix.OpenFileCount() - SpareFiles;
+        capacity = (int)Math.Clamp(byLimit, 1, settings.MaxConnections);
+        capacityReason = capacity < settings.MaxConnections
+            ? $"the descriptor limit (ulimit -n {fileLimit}) leaves room for {capacity}, below --max-connections {settings.MaxConnections}"
+            : $"--max-connections {capacity}";
+        slots = new SemaphoreSlim(capacity, capacity);
         if (settings.MaxConnectionsPerWorker > 0)
             recycleAfter = settings.MaxConnectionsPerWorker + Random.Shared.Next(settings.MaxConnectionsJitter + 1);
     }
 
-    public static int Run(Settings settings, string fdText, string indexText)
+    public static int Run(Settings settings, string fdText, string indexText, long fileLimit)
     {
         if (!int.TryParse(indexText, out int index)) index = -1;
         Log.AsWorker(index);
@@ -57,11 +76,12 @@ internal sealed class Worker
         // The listening socket: the master passed its number; make sure it is what we expect.
         if (!int.TryParse(fdText, out int fd) || fd < 0)
             return Fail($"{ListenFdVariable}='{fdText}' is not a file descriptor number");
-        if (Posix.WrapListeningTcp(fd, out listener) is string problem)
+        if (Posix.WrapListeningTcp(fd, out Socket? listener) is string problem)
             return Fail("inherited " + problem);
+        listener!.Dispose(); // only a check: the descriptor is not the wrapper's to close
         Environment.SetEnvironmentVariable(ListenFdVariable, null); // not for the handler's child processes
 
-        var worker = new Worker(settings, fd, index);
+        var worker = new Worker(settings, fd, index, fileLimit);
         return worker.Serve();
     }
 
@@ -78,7 +98,11 @@ internal sealed class Worker
         // A signal that comes twice (the master relays what the terminal already sent) does no harm.
         Posix.HandleSignals(settings.Signals, signal =>
         {
-            if (signal == (int)Signum.SIGINT) { Log.Info("SIGINT: exiting now"); Environment.Exit(ExitCodes.Ok); }
+            if (signal == (int)Signum.SIGINT && Interlocked.Exchange(ref exiting, 1) == 0)
+            {
+                Log.Info("SIGINT: exiting now");
+                Environment.Exit(ExitCodes.Ok);
+            }
             if (signal is (int)Signum.SIGTERM or (int)Signum.SIGQUIT)
                 Stop($"{Posix.NameOf(signal)}: finishing {Volatile.Read(ref inFlight)} connection(s), then exiting");
         });
@@ -91,9 +115,11 @@ internal sealed class Worker
         new Thread(WatchMaster) { IsBackground = true, Name = "master pipe" }.Start();
 
         Posix.SetAcceptTimeout(listenFd, AcceptWake);
+        if (capacity < settings.MaxConnections) Log.Info($"serving at most {capacity} connections at once: {capacityReason}");
         Tell("ready");
 
         AcceptLoop();
+        DrainQueueThenRelease();
 
         // Drain: the connections already accepted get their full answer.
         var draining = Stopwatch.StartNew();
@@ -115,26 +141,17 @@ internal sealed class Worker
             if (now - lastHeartbeat >= HeartbeatMs)
             {
                 lastHeartbeat = now;
-                Tell($"hb {accepted} {Volatile.Read(ref inFlight)}");
+                Tell($"hb {accepted} {Volatile.Read(ref inFlight)} {GC.CollectionCount(0)}");
             }
 
             // A full worker stops accepting, so the kernel hands the next connection to another.
-            if (!slots.Wait(AcceptWake)) continue;
+            if (!TakeSlot()) continue;
 
             int client = Posix.Accept(listenFd, out Errno error);
             if (client >= 0)
             {
-                Interlocked.Increment(ref inFlight);
-                if (++accepted == recycleAfter && !retireSent)
-                {
-                    // --max-connections-per-worker: the master starts our replacement, then stops us.
-                    retireSent = true;
-                    Tell("retire");
-                }
-                // The handler starts here, on the accepting thread, and goes on on the thread
-                // pool at its first await that has to wait. A greeting is written at once, so
-                // most connections cost no thread switch at all (measured: bench/README.md).
-                _ = ServeAsync(client);
+                warnedNoFds = false;
+                Start(client);
                 continue;
             }
 
@@ -144,7 +161,8 @@ internal sealed class Worker
                 case Errno.EAGAIN or Errno.EINTR or Errno.ECONNABORTED:
                     break; // woke up without a connection (timeout, signal, client gave up)
                 case Errno.EMFILE or Errno.ENFILE or Errno.ENOBUFS or Errno.ENOMEM:
-                    if (!warnedNoFds) Log.Info($"accept: {error}; out of file descriptors or memory, pausing");
+                    // The kernel keeps the connection queued for another worker, or for us later.
+                    if (!warnedNoFds) Log.Info($"accept: {error} (out of descriptors or memory: {Posix.OpenFileCount()} open, {inFlight} connections); pausing accepts");
                     warnedNoFds = true;
                     Thread.Sleep(100);
                     break;
@@ -154,6 +172,86 @@ internal sealed class Worker
                     break;
             }
         }
+    }
+
+    /// <summary>
+    /// Waits up to <see cref="AcceptWake"/> for a free connection slot. The log says when a
+    /// worker stops accepting because it is full, and why (at most every 10 s), and when it
+    /// accepts again.
+    /// </summary>
+    private bool TakeSlot()
+    {
+        if (slots.Wait(0))
+        {
+            if (paused)
+            {
+                paused = false;
+                Log.Info($"accepting again ({Volatile.Read(ref inFlight)} connections open)");
+            }
+            return true;
+        }
+        long now = Environment.TickCount64;
+        if (!paused && now - lastPauseLog >= 10_000)
+        {
+            paused = true;
+            lastPauseLog = now;
+            Log.Info($"{capacity} connections open, not accepting until one closes ({capacityReason})");
+        }
+        return slots.Wait(AcceptWake);
+    }
+
+    /// <summary>Counts an accepted connection and starts serving it.</summary>
+    private void Start(int client)
+    {
+        Interlocked.Increment(ref inFlight);
+        if (++accepted == recycleAfter && !retireSent)
+        {
+            // --max-connections-per-worker: the master starts our replacement, then stops us.
+            retireSent = true;
+            Tell("retire");
+        }
+        // The handler starts here, on the accepting thread, and goes on on the thread pool at
+        // its first await that has to wait. A greeting is written at once, so most
+        // connections cost no thread switch at all.
+        _ = ServeAsync(client);
+    }
+
+    /// <summary>
+    /// Stopping for good: first serve the connections already waiting in the kernel's queue
+    /// (within --shutdown-timeout; as many as wait now, the other holders of the socket take
+    /// their share, or all of them for the last holder), then close this worker's descriptor of
+    /// the listening socket. Once the last process that holds the socket has closed it, new
+    /// clients are refused at once instead of being accepted by the kernel and reset when the
+    /// last worker exits. Runs on the accepting thread, after its last accept().
+    /// </summary>
+    private void DrainQueueThenRelease()
+    {
+        // The last holder keeps new clients out of the queue, so that it can serve it to its end;
+        // handshakes already under way (from clients up to HandshakeGrace away) still join it.
+        if (lastHolder)
+        {
+            Posix.StopNewConnections(listenFd);
+            Thread.Sleep(HandshakeGrace);
+        }
+        int queued = lastHolder ? settings.Backlog : Posix.QueuedConnections(listenFd);
+        var limit = Stopwatch.StartNew();
+        int drained = 0;
+        while (drained < queued && limit.Elapsed < settings.ShutdownTimeout && Posix.HasPendingConnection(listenFd))
+        {
+            if (!slots.Wait(AcceptWake)) continue;
+            // Another process may take the connection first: accept() then waits at most AcceptWake.
+            int client = Posix.Accept(listenFd, out _);
+            if (client < 0)
+            {
+                slots.Release();
+                continue;
+            }
+            drained++;
+            Start(client);
+        }
+        Posix.ReleaseListener(listenFd);
+        Tell("released");
+        if (drained > 0) Log.Info($"served {drained} queued connection(s) before releasing the listening socket");
     }
 
     private async System.Threading.Tasks.Task ServeAsync(int fd)
@@ -189,6 +287,7 @@ internal sealed class Worker
             while (fromMaster.ReadLine() is string command)
             {
                 if (command == "stop") Stop("asked to stop: finishing connections, then exiting");
+                if (command == "last") Stop("asked to stop last: serving the queue, then refusing new connections", last: true);
             }
         }
         catch (IOException) { }
@@ -206,9 +305,10 @@ internal sealed class Worker
         catch (IOException) { }
     }
 
-    private void Stop(string why)
+    private void Stop(string why, bool last = false)
     {
         if (stopping) return;
+        lastHolder = last;
         stopping = true;
         Log.Info(why);
         Deadlines.Stop(); // connections waiting idle for a next request or line are closed now
