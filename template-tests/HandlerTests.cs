@@ -299,7 +299,10 @@ public sealed partial class HandlerTests(TemplateFixture fixture, ITestOutputHel
             Thread.Sleep(300); // the worker has taken those bytes and waits for the rest
 
             server.Signal(signal);
-            server.WaitForLog($"{signal}: finishing", Hang, count: 2); // both workers know
+            // Both workers know: one by the signal, the other, which holds the socket last, by its pipe.
+            Assert.True(Proc.WaitUntil(() => server.Log.Count(l => l.StartsWith("[worker", StringComparison.Ordinal) &&
+                (l.Contains($"{signal}: finishing", StringComparison.Ordinal) || l.Contains("asked to stop last", StringComparison.Ordinal))) == 2, Hang),
+                "the workers were not told to stop:\n" + server.LogText);
             Assert.All(idle, c => Assert.True(c.AtEnd(), "an idle keep-alive connection was not closed"));
 
             busy.Send("\r\n");

@@ -147,7 +147,7 @@ public sealed class OperationsTests(TemplateFixture fixture, ITestOutputHelper o
             server.WaitForLog($"pid {pid}: age ");
         string[] lines = [.. server.Log.Where(l => l.Contains(": age ", StringComparison.Ordinal))];
         Assert.Equal(N, lines.Length);
-        Assert.All(lines, l => Assert.Matches(@"worker \d pid \d+: age [\d.]+s, accepted \d+, in flight \d+, last heartbeat [\d.]+s ago", l));
+        Assert.All(lines, l => Assert.Matches(@"worker \d pid \d+: age [\d.]+s, accepted \d+, in flight \d+, garbage collections \d+, last heartbeat [\d.]+s ago", l));
         Assert.Equal(20, lines.Sum(l => int.Parse(System.Text.RegularExpressions.Regex.Match(l, @"accepted (\d+)").Groups[1].Value)));
     }
 

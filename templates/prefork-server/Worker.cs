@@ -48,6 +48,7 @@ internal sealed class Worker
     private bool retireSent;
     private volatile bool stopping;
     private volatile bool lastHolder;             // the master says no other process holds the listening socket
+    private int stopRequested;                    // Stop comes from the signal, pipe and accepting threads: once
     private int exiting;
 
     private Worker(Settings settings, int listenFd, int index, long fileLimit)
@@ -233,7 +234,7 @@ internal sealed class Worker
             Posix.StopNewConnections(listenFd);
             Thread.Sleep(HandshakeGrace);
         }
-        int queued = lastHolder ? settings.Backlog : Posix.QueuedConnections(listenFd);
+        int queued = !lastHolder && Posix.QueuedConnections(listenFd) is >= 0 and int now ? now : settings.Backlog;
         var limit = Stopwatch.StartNew();
         int drained = 0;
         while (drained < queued && limit.Elapsed < settings.ShutdownTimeout && Posix.HasPendingConnection(listenFd))
@@ -307,7 +308,7 @@ internal sealed class Worker
 
     private void Stop(string why, bool last = false)
     {
-        if (stopping) return;
+        if (Interlocked.Exchange(ref stopRequested, 1) == 1) return;
         lastHolder = last;
         stopping = true;
         Log.Info(why);
