@@ -570,7 +570,7 @@ internal sealed class Master
         {
             // When the whole server stops (not a USR2 hand-over, not a socket that systemd keeps
             // listening on), one worker keeps accepting while the others serve their share of the
-            // queue and release the socket; then it is told it is the last holder (ReleaseIfLast).
+            // queue and release the socket; then it is told it is the last holder (TellKeeperIfLast).
             keeper = retiring || newMaster is not null || systemdSocket ? null : workers.FirstOrDefault(w => w.Ready);
             // Relay the signal; a worker that does not handle it (--signals) is asked over its pipe.
             bool handled = settings.Signals.Contains(relay.ToString()[3..]);

@@ -48,6 +48,8 @@ internal sealed class Worker
     private bool retireSent;
     private volatile bool stopping;
     private volatile bool lastHolder;             // the master says no other process holds the listening socket
+    private volatile bool serveWholeQueue;        // no one else will serve the queue: the last holder, or the master is gone
+    private int stopRequested;                    // Stop comes from the signal, pipe and accepting threads: once
     private int exiting;
 
     private Worker(Settings settings, int listenFd, int index, long fileLimit)
@@ -233,7 +235,9 @@ internal sealed class Worker
             Posix.StopNewConnections(listenFd);
             Thread.Sleep(HandshakeGrace);
         }
-        int queued = lastHolder ? settings.Backlog : Posix.QueuedConnections(listenFd);
+        // Replaced, or stopped by a signal while a last holder will follow: what waits now. Else
+        // (the last holder, or every worker on its own once the master is gone) until it is empty.
+        int queued = !serveWholeQueue && Posix.QueuedConnections(listenFd) is >= 0 and int now ? now : settings.Backlog;
         var limit = Stopwatch.StartNew();
         int drained = 0;
         while (drained < queued && limit.Elapsed < settings.ShutdownTimeout && Posix.HasPendingConnection(listenFd))
@@ -287,11 +291,11 @@ internal sealed class Worker
             while (fromMaster.ReadLine() is string command)
             {
                 if (command == "stop") Stop("asked to stop: finishing connections, then exiting");
-                if (command == "last") Stop("asked to stop last: serving the queue, then refusing new connections", last: true);
+                if (command == "last") Stop("asked to stop last: serving the queue, then refusing new connections", last: true, wholeQueue: true);
             }
         }
         catch (IOException) { }
-        Stop("the master is gone: finishing connections, then exiting");
+        Stop("the master is gone: finishing connections, then exiting", wholeQueue: true);
     }
 
     /// <summary>Sends one line to the master. A master that is gone is not an error here.</summary>
@@ -305,10 +309,11 @@ internal sealed class Worker
         catch (IOException) { }
     }
 
-    private void Stop(string why, bool last = false)
+    private void Stop(string why, bool last = false, bool wholeQueue = false)
     {
-        if (stopping) return;
+        if (Interlocked.Exchange(ref stopRequested, 1) == 1) return;
         lastHolder = last;
+        serveWholeQueue = wholeQueue;
         stopping = true;
         Log.Info(why);
         Deadlines.Stop(); // connections waiting idle for a next request or line are closed now
