@@ -106,38 +106,25 @@ public sealed class TemplateFixture : IAsyncLifetime
         })).Value;
 
     /// <summary>
-    /// The default project, with its handler customised as a user would: it waits SLOW_MS
-    /// milliseconds before answering (only the client whose port is SLOW_PORT, if that is set),
-    /// fails to start when FAIL_START is set, and blocks its thread forever on the first
-    /// connection that manages to rename the file HANG_FILE. Built in Release, as servers run
-    /// in production: a Debug build keeps every local alive to the end of its method, which
-    /// hides what a garbage collection takes away.
+    /// The default project, with its Handler.cs replaced as a user would change it, by
+    /// template-tests/Handlers/Behave.Handler.cs: it waits SLOW_MS milliseconds before answering
+    /// (only the client whose port is SLOW_PORT, if that is set), fails to start when FAIL_START
+    /// is set, and blocks its thread forever on the first connection that manages to rename the
+    /// file HANG_FILE. Built in Release, as servers run in production: a Debug build keeps every
+    /// local alive to the end of its method, which hides what a garbage collection takes away.
     /// </summary>
     public Task<string> BehaviourProjectAsync() =>
         built.GetOrAdd("behaviour", _ => new Lazy<Task<string>>(async () =>
         {
             string dir = await GenerateAsync(new Scenario("behaviour", "Behave", []));
-            string handler = Path.Combine(dir, "Handler.cs");
-            string code = File.ReadAllText(handler);
-            code = Replace(code, "        reply = Encoding.UTF8.GetBytes(text + \"\\n\");",
-                "        reply = Encoding.UTF8.GetBytes(text + \"\\n\");\n" +
-                "        if (Environment.GetEnvironmentVariable(\"FAIL_START\") is not null) throw new InvalidOperationException(\"FAIL_START is set\");\n" +
-                "        delay = TimeSpan.FromMilliseconds(int.Parse(Environment.GetEnvironmentVariable(\"SLOW_MS\") ?? \"0\", CultureInfo.InvariantCulture));\n" +
-                "        slowPort = int.Parse(Environment.GetEnvironmentVariable(\"SLOW_PORT\") ?? \"0\", CultureInfo.InvariantCulture);");
-            code = Replace(code, "    private readonly byte[] reply;", "    private readonly byte[] reply;\n    private readonly TimeSpan delay;\n    private readonly int slowPort;");
-            code = Replace(code, "        await client.SendAsync(reply, SocketFlags.None, timeout);",
-                "        if (delay > TimeSpan.Zero && (slowPort == 0 || ((System.Net.IPEndPoint)client.RemoteEndPoint!).Port == slowPort))\n" +
-                "            await Task.Delay(delay, timeout);\n" +
-                "        if (Environment.GetEnvironmentVariable(\"HANG_FILE\") is string hang && System.IO.File.Exists(hang))\n" +
-                "        {\n" +
-                "            try { System.IO.File.Move(hang, hang + \".taken\"); Thread.Sleep(Timeout.Infinite); }\n" +
-                "            catch (System.IO.IOException) { }\n" +
-                "        }\n" +
-                "        await client.SendAsync(reply, SocketFlags.None, timeout);");
-            File.WriteAllText(handler, code);
+            UseHandler(dir, "Behave.Handler.cs");
             await BuildAsync(dir, "Release");
             return dir;
         })).Value;
+
+    /// <summary>Copies a test-owned Handler.cs (template-tests/Handlers/<paramref name="name"/>) over a generated project's.</summary>
+    public void UseHandler(string projectDir, string name) =>
+        File.Copy(Path.Combine(RepoRoot, "template-tests", "Handlers", name), Path.Combine(projectDir, "Handler.cs"), overwrite: true);
 
     /// <summary>The --aot scenario, published as a NativeAOT binary (warnings as errors); returns the binary's path.</summary>
     public Task<string> PublishedAotAsync() =>
@@ -158,12 +145,6 @@ public sealed class TemplateFixture : IAsyncLifetime
             }
             return Path.Combine(publish, "MyAotServer");
         })).Value;
-
-    private static string Replace(string code, string what, string with)
-    {
-        if (!code.Contains(what, StringComparison.Ordinal)) throw new InvalidOperationException($"Handler.cs no longer contains: {what}");
-        return code.Replace(what, with, StringComparison.Ordinal);
-    }
 
     private async Task<string> GenerateAsync(Scenario scenario)
     {

@@ -1,7 +1,5 @@
 namespace MyAotServer;
 
-using System;
-using System.Globalization;
 using System.Net.Sockets;
 using System.Text;
 using System.Threading;
@@ -9,37 +7,34 @@ using System.Threading.Tasks;
 
 /// <summary>
 /// What the server does with a connection: THIS IS THE FILE TO EDIT.
-/// Each worker process makes one Handler when it starts, then calls
-/// <see cref="HandleAsync"/> for every connection it accepts, up to --max-connections
-/// at once. The worker closes the connection afterwards.
-/// HandleAsync starts on the worker's accepting thread and continues on the thread pool
-/// after its first await that has to wait: await slow work (Task.Delay, ReceiveAsync,
-/// database calls), never block on it (Thread.Sleep, .Result), or the worker stops accepting.
+/// Each worker process makes one Handler when it starts, then calls <see cref="HandleAsync"/>
+/// for every connection it accepts, up to --max-connections at once, and closes the
+/// connection when it returns. An exception in it ends that connection only (it is logged),
+/// never the worker.
+/// HandleAsync starts on the worker's accepting thread and goes on on the thread pool after
+/// its first await that has to wait: await slow work (Task.Delay, ReceiveAsync, database
+/// calls), never block on it (Thread.Sleep, .Result), or the worker stops accepting.
+/// Its <c>timeout</c> is cancelled --write-timeout after the connection was accepted: pass it
+/// to the reads and writes of the client's first request and its answer. A handler that keeps
+/// the connection open takes a deadline from Deadlines.cs for each later step:
+/// <see cref="Deadlines.Idle"/> while it waits for the client with nothing in hand (closed
+/// after --idle-timeout, or at once when the worker stops), <see cref="Deadlines.Write"/> once
+/// a request or line has begun to arrive, until its answer has left.
 /// </summary>
 public sealed class Handler
 {
-    /// <summary>
-    /// The greeting when neither --greeting nor PREFORK_GREETING says otherwise.
-    /// {pid} becomes the worker's process id, {worker} its index (0 to workers-1).
-    /// </summary>
-    public const string DefaultGreeting = "Hello from {pid}";
+    // This one sends the greeting (--greeting, or Settings.DefaultGreeting) and a newline, then
+    // the worker closes the connection.
 
     private readonly byte[] reply;
 
     /// <summary>Runs once per worker, before it accepts: do per-worker set-up here.</summary>
     public Handler(Settings settings, int workerIndex)
     {
-        string text = settings.Greeting
-            .Replace("{pid}", Environment.ProcessId.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal)
-            .Replace("{worker}", workerIndex.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal);
-        reply = Encoding.UTF8.GetBytes(text + "\n");
+        reply = Encoding.UTF8.GetBytes(settings.GreetingFor(workerIndex) + "\n");
     }
 
-    /// <summary>
-    /// Serves one client. <paramref name="timeout"/> is cancelled once the client has taken
-    /// longer than --write-timeout; pass it to every read and write. An exception here ends
-    /// this connection only (it is logged), never the worker.
-    /// </summary>
+    /// <summary>Serves one client (the class comment says how; <paramref name="timeout"/> is the first answer's deadline).</summary>
     public async ValueTask HandleAsync(Socket client, CancellationToken timeout)
     {
         await client.SendAsync(reply, SocketFlags.None, timeout);

@@ -8,22 +8,24 @@ using System.Threading.Tasks;
 
 /// <summary>
 /// What the server does with a connection: THIS IS THE FILE TO EDIT.
-/// This one is a line echo server: every line a client sends (its bytes up to and including
-/// "\n") comes back as it was sent, until the client closes the connection.
-/// Each worker process makes one Handler when it starts, then calls
-/// <see cref="HandleAsync"/> for every connection it accepts, up to --max-connections
-/// at once. The worker closes the connection afterwards.
-/// HandleAsync starts on the worker's accepting thread and continues on the thread pool
-/// after its first await that has to wait: await slow work (Task.Delay, ReceiveAsync,
-/// database calls), never block on it (Thread.Sleep, .Result), or the worker stops accepting.
+/// Each worker process makes one Handler when it starts, then calls <see cref="HandleAsync"/>
+/// for every connection it accepts, up to --max-connections at once, and closes the
+/// connection when it returns. An exception in it ends that connection only (it is logged),
+/// never the worker.
+/// HandleAsync starts on the worker's accepting thread and goes on on the thread pool after
+/// its first await that has to wait: await slow work (Task.Delay, ReceiveAsync, database
+/// calls), never block on it (Thread.Sleep, .Result), or the worker stops accepting.
+/// Its <c>timeout</c> is cancelled --write-timeout after the connection was accepted: pass it
+/// to the reads and writes of the client's first request and its answer. A handler that keeps
+/// the connection open takes a deadline from Deadlines.cs for each later step:
+/// <see cref="Deadlines.Idle"/> while it waits for the client with nothing in hand (closed
+/// after --idle-timeout, or at once when the worker stops), <see cref="Deadlines.Write"/> once
+/// a request or line has begun to arrive, until its answer has left.
 /// </summary>
 public sealed class Handler
 {
-    /// <summary>
-    /// The greeting when neither --greeting nor PREFORK_GREETING says otherwise. The echo
-    /// server sends no greeting; Settings.cs reads this as the default of --greeting.
-    /// </summary>
-    public const string DefaultGreeting = "Hello from {pid}";
+    // This one is a line echo server: every line a client sends (its bytes up to and including
+    // "\n") comes back as it was sent, until the client closes the connection.
 
     /// <summary>
     /// The longest line echoed, "\n" included. A client that sends this many bytes without a
@@ -37,14 +39,7 @@ public sealed class Handler
     {
     }
 
-    /// <summary>
-    /// Serves one client until it closes the connection. Waiting for a line with nothing in
-    /// hand, the connection is idle: <see cref="Deadlines.Idle"/> closes it after
-    /// --idle-timeout, or at once when the worker stops. A line that has begun must arrive,
-    /// and be echoed, within --write-timeout (<see cref="Deadlines.Write"/>; the
-    /// <paramref name="timeout"/> of the accept is not needed). An exception here ends this
-    /// connection only (it is logged), never the worker.
-    /// </summary>
+    /// <summary>Serves one client (the class comment says how; <paramref name="timeout"/> is the first answer's deadline).</summary>
     public async ValueTask HandleAsync(Socket client, CancellationToken timeout)
     {
         client.NoDelay = true; // a line goes back at once, even before the last one is acknowledged

@@ -10,31 +10,32 @@ using System.Threading.Tasks;
 
 /// <summary>
 /// What the server does with a connection: THIS IS THE FILE TO EDIT.
-/// This one is a minimal HTTP/1.1 server. It answers GET, HEAD and POST, whatever the path,
-/// with "200 OK" and the greeting and a newline as a text/plain body: change
-/// <see cref="body"/> in the constructor, or the call of <see cref="Answer"/> in
-/// <see cref="HandleAsync"/> to answer each request differently.
-/// It keeps connections open (HTTP/1.1 keep-alive; HTTP/1.0 only with "Connection:
-/// keep-alive"), honours "Connection: close", answers pipelined requests in order, reads and
-/// drops request bodies (Content-Length), and answers other methods 405. A request it cannot
-/// take is answered, then the connection closed: 400 (malformed, or HTTP/1.1 without Host),
-/// 414 or 431 (request line or head longer than <see cref="MaxHead"/>), 501 (a
-/// Transfer-Encoding, such as a chunked body: it would need a decoder here, and no client
-/// of a greeting needs to send one), 505 (not HTTP/1.x).
-/// Each worker process makes one Handler when it starts, then calls
-/// <see cref="HandleAsync"/> for every connection it accepts, up to --max-connections
-/// at once. The worker closes the connection afterwards.
-/// HandleAsync starts on the worker's accepting thread and continues on the thread pool
-/// after its first await that has to wait: await slow work (Task.Delay, ReceiveAsync,
-/// database calls), never block on it (Thread.Sleep, .Result), or the worker stops accepting.
+/// Each worker process makes one Handler when it starts, then calls <see cref="HandleAsync"/>
+/// for every connection it accepts, up to --max-connections at once, and closes the
+/// connection when it returns. An exception in it ends that connection only (it is logged),
+/// never the worker.
+/// HandleAsync starts on the worker's accepting thread and goes on on the thread pool after
+/// its first await that has to wait: await slow work (Task.Delay, ReceiveAsync, database
+/// calls), never block on it (Thread.Sleep, .Result), or the worker stops accepting.
+/// Its <c>timeout</c> is cancelled --write-timeout after the connection was accepted: pass it
+/// to the reads and writes of the client's first request and its answer. A handler that keeps
+/// the connection open takes a deadline from Deadlines.cs for each later step:
+/// <see cref="Deadlines.Idle"/> while it waits for the client with nothing in hand (closed
+/// after --idle-timeout, or at once when the worker stops), <see cref="Deadlines.Write"/> once
+/// a request or line has begun to arrive, until its answer has left.
 /// </summary>
 public sealed class Handler
 {
-    /// <summary>
-    /// The greeting when neither --greeting nor PREFORK_GREETING says otherwise.
-    /// {pid} becomes the worker's process id, {worker} its index (0 to workers-1).
-    /// </summary>
-    public const string DefaultGreeting = "Hello from {pid}";
+    // This one is a minimal HTTP/1.1 server. It answers GET, HEAD and POST, whatever the path,
+    // with "200 OK" and the greeting and a newline as a text/plain body: change body in the
+    // constructor, or the call of Answer in HandleAsync to answer each request differently.
+    // It keeps connections open (HTTP/1.1 keep-alive; HTTP/1.0 only with "Connection:
+    // keep-alive"), honours "Connection: close", answers pipelined requests in order, reads and
+    // drops request bodies (Content-Length), and answers other methods 405. A request it cannot
+    // take is answered, then the connection closed: 400 (malformed, or HTTP/1.1 without Host),
+    // 414 or 431 (request line or head longer than MaxHead), 501 (a Transfer-Encoding, such
+    // as a chunked body: it would need a decoder here, and no client of a greeting needs to
+    // send one), 505 (not HTTP/1.x).
 
     /// <summary>The longest request head (request line, headers, blank line) taken, in bytes.</summary>
     private const int MaxHead = 8192;
@@ -53,22 +54,11 @@ public sealed class Handler
     /// <summary>Runs once per worker, before it accepts: do per-worker set-up here.</summary>
     public Handler(Settings settings, int workerIndex)
     {
-        string text = settings.Greeting
-            .Replace("{pid}", Environment.ProcessId.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal)
-            .Replace("{worker}", workerIndex.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal);
-        body = Encoding.UTF8.GetBytes(text + "\n");
+        body = Encoding.UTF8.GetBytes(settings.GreetingFor(workerIndex) + "\n");
         outputSize = Math.Max(4096, MaxAnswerHead + body.Length);
     }
 
-    /// <summary>
-    /// Serves one client, request after request, until either side closes the connection.
-    /// Waiting for a request with nothing in hand, the connection is idle:
-    /// <see cref="Deadlines.Idle"/> closes it after --idle-timeout, or at once when the worker
-    /// stops. A request that has begun must arrive, and its answer leave, within
-    /// --write-timeout (<see cref="Deadlines.Write"/>; the <paramref name="timeout"/> of the
-    /// accept is not needed); a request in hand when the worker stops is answered with
-    /// "Connection: close". An exception here ends this connection only (it is logged), never the worker.
-    /// </summary>
+    /// <summary>Serves one client (the class comment says how; <paramref name="timeout"/> is the first answer's deadline).</summary>
     public async ValueTask HandleAsync(Socket client, CancellationToken timeout)
     {
         client.NoDelay = true; // an answer goes out at once, even before the last one is acknowledged

@@ -1,8 +1,30 @@
 namespace MyServer;
 
 using System;
+using System.Globalization;
 using System.Net.Sockets;
 using System.Text;
+
+/// <summary>
+/// Socket activation (sd_listen_fds(3)): systemd bound the socket, passes it as descriptor 3,
+/// and says so with LISTEN_PID (our pid) and LISTEN_FDS (how many sockets).
+/// </summary>
+internal static class SocketActivation
+{
+    private const int FirstFd = 3; // SD_LISTEN_FDS_START
+
+    /// <summary>The socket systemd passed, or null if it passed none; more than one is an error.</summary>
+    public static int? ListenFd()
+    {
+        if (Environment.GetEnvironmentVariable("LISTEN_PID") != Environment.ProcessId.ToString(CultureInfo.InvariantCulture)
+            || Environment.GetEnvironmentVariable("LISTEN_FDS") is not string count)
+            return null;
+        foreach (string name in new[] { "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES" })
+            Environment.SetEnvironmentVariable(name, null); // not for our workers
+        if (count != "1") throw new InvalidOperationException($"systemd passed LISTEN_FDS={count} sockets; this server takes exactly one");
+        return FirstFd;
+    }
+}
 
 /// <summary>
 /// sd_notify(3): when systemd started the server with Type=notify, it set NOTIFY_SOCKET to a

@@ -21,72 +21,15 @@ using Mono.Unix.Native;
 /// checks heartbeats and starts or stops whatever workers are missing or surplus (the shape
 /// of gunicorn's arbiter and unicorn's master loop).
 /// </summary>
-internal sealed class Master
+internal sealed partial class Master
 {
-    /// <summary>
-    /// A worker as the master sees it. It owns both ends of the worker's pipes: once the
-    /// worker has exited and been reaped, <see cref="Close"/> frees them, and telling it
-    /// anything is a no-op (its process object is gone).
-    /// </summary>
-    private sealed class WorkerProcess(int index, int generation, Process process)
-    {
-        private readonly StreamWriter control = process.StandardInput;
-
-        public int Index { get; } = index;
-        public int Generation { get; } = generation;   // bumped by HUP: older ones are replaced
-        public int Pid { get; } = process.Id;
-        public long StartedAt { get; } = Environment.TickCount64;
-        public long LastHeartbeat { get; set; } = Environment.TickCount64;
-        public bool Ready { get; set; }
-        public bool Stopping { get; set; }             // asked to stop; no longer counts
-        public bool Retiring { get; set; }             // served its --max-connections-per-worker
-        public long Accepted { get; set; }
-        public int InFlight { get; set; }
-        public int Collections { get; set; }            // garbage collections so far
-        public WorkerProcess? Replaces { get; set; }   // the worker this one takes over from, until it exits
-        public bool Reaped { get; private set; }        // exited, and its exit handled
-        public bool Released { get; set; }              // has closed its descriptor of the listening socket
-
-        /// <summary>Writes a line to the worker's pipe; one that has exited no longer reads it.</summary>
-        public void Tell(string line)
-        {
-            if (Reaped) return;
-            try
-            {
-                control.WriteLine(line);
-                control.Flush();
-            }
-            catch (IOException) { } // exiting: its exit is on the way
-        }
-
-        /// <summary>The worker has exited: its exit status, after which every descriptor for it is closed.</summary>
-        public int Close()
-        {
-            int status = process.ExitCode;
-            Reaped = true;
-            // Process.Dispose leaves a redirected standard input open once it has been used:
-            // close it here, or every replaced worker leaks a pipe.
-            try { control.Dispose(); } catch (IOException) { }
-            process.Dispose();
-            return status;
-        }
-    }
-
     private abstract record Event;
     private sealed record SignalArrived(int Signal) : Event;
-    private sealed record WorkerSaid(WorkerProcess Worker, string Line) : Event;
-    private sealed record WorkerExited(WorkerProcess Worker) : Event;
-    private sealed record NewMasterSaid(Process Master, string Line) : Event;
-    private sealed record NewMasterExited(Process Master) : Event;
-    private sealed record ChildExited : Event;
+    private sealed record ChildSaid(Process Child, string Line) : Event;   // a worker, or a new master (USR2)
+    private sealed record ChildExited(Process Child) : Event;
+    private sealed record OrphansMayWait : Event;                        // SIGCHLD, as PID 1
 
     private enum State { Running, Stopping, Quitting }
-
-    /// <summary>The fd of a listening socket handed over by an old master (USR2).</summary>
-    public const string UpgradeFdVariable = "PREFORK_UPGRADE_FD";
-
-    /// <summary>Set, with the fd, when systemd holds that socket too (socket activation).</summary>
-    public const string UpgradeSystemdVariable = "PREFORK_UPGRADE_SYSTEMD_SOCKET";
 
     private const long BackoffFirstMs = 100;
     private const long BackoffMaxMs = 10_000;
@@ -105,6 +48,7 @@ internal sealed class Master
     private readonly string program;
     private readonly string[] programArgs;
     private readonly SystemdNotifier systemd = new();
+    private readonly PidFile pidFile;
 
     private State state = State.Running;
     private int target;                              // how many workers: --workers, TTIN, TTOU
@@ -114,9 +58,6 @@ internal sealed class Master
     private bool reloading;
     private int failedStartsInARow;                  // across indexes, reset when a worker gets ready
     private string? fatal;
-    private Process? newMaster;                      // USR2: the new master, until it is ready
-    private long newMasterDeadline;
-    private bool retiring;                           // a new master took over: stop and leave
     private WorkerProcess? keeper;                   // graceful stop: the worker that releases the socket last
 
     private Master(Settings settings, IReadOnlyList<string> args, Socket listener, bool upgraded, bool systemdSocket)
@@ -128,6 +69,7 @@ internal sealed class Master
         this.systemdSocket = systemdSocket;
         listenFd = ((int)listener.SafeHandle.DangerousGetHandle()).ToString(CultureInfo.InvariantCulture);
         target = settings.Workers;
+        pidFile = new PidFile(settings.PidFile); // --pid-file cannot change on HUP
         (program, programArgs) = SelfCommand();
     }
 
@@ -138,11 +80,11 @@ internal sealed class Master
         bool upgraded, systemdSocket;
         try
         {
-            (listener, origin, upgraded, systemdSocket) = Listen(settings);
+            (listener, origin, upgraded, systemdSocket) = ListeningSocket.Open(settings);
         }
         catch (SocketException e)
         {
-            Log.Info($"cannot listen on {Endpoint(settings.Host, settings.Port)}: {e.Message}");
+            Log.Info($"cannot listen on {new IPEndPoint(settings.Host, settings.Port)}: {e.Message}");
             return ExitCodes.CannotListen;
         }
         catch (InvalidOperationException e)
@@ -155,14 +97,14 @@ internal sealed class Master
         var signals = settings.Signals.ToList();
         if (Environment.ProcessId == 1) signals.Add("CHLD"); // PID 1 in a container: reap orphans too
         Posix.HandleSignals(signals, signal =>
-            master.events.Add(signal == (int)Signum.SIGCHLD ? new ChildExited() : new SignalArrived(signal)));
+            master.events.Add(signal == (int)Signum.SIGCHLD ? new OrphansMayWait() : new SignalArrived(signal)));
         var local = (IPEndPoint)listener.LocalEndPoint!;
-        Log.Info($"listening on {Endpoint(local.Address, local.Port)}{origin}, starting {settings.Workers} workers " +
+        Log.Info($"listening on {local}{origin}, starting {settings.Workers} workers " +
                  $"(signals: {(settings.Signals.Count == 0 ? "none" : string.Join(",", settings.Signals))}; " +
                  $"open files: {(fileLimit == long.MaxValue ? "unlimited" : fileLimit.ToString(CultureInfo.InvariantCulture))} per process)");
         try
         {
-            if (!master.upgraded) master.WritePidFile();
+            if (!master.upgraded) master.pidFile.Write();
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -175,7 +117,7 @@ internal sealed class Master
         }
         finally
         {
-            master.RemovePidFile();
+            master.pidFile.RemoveIfOurs();
         }
     }
 
@@ -213,78 +155,31 @@ internal sealed class Master
             case SignalArrived(int signal):
                 HandleSignal(signal);
                 break;
-            case WorkerSaid(WorkerProcess worker, string line):
-                HandleMessage(worker, line);
+            case ChildSaid(Process child, string line) when child == newMaster:
+                NewMasterSaid(line);
                 break;
-            case WorkerExited(WorkerProcess worker):
-                Reap(worker);
+            case ChildExited(Process child) when child == newMaster:
+                NewMasterExited();
                 break;
-            case NewMasterSaid(Process master, "ready") when master == newMaster:
-                Log.Info($"USR2: new master {master.Id} is ready; stopping this master's workers");
-                newMaster = null;
-                retiring = true;
-                BeginStop(graceful: true);
+            case ChildSaid(Process child, string line):
+                if (workers.Find(w => w.Is(child)) is { } speaker) HandleMessage(speaker, line);
                 break;
-            case NewMasterExited(Process master) when master == newMaster:
-                Log.Info($"USR2: new master {master.Id} exited with code {master.ExitCode} before it was ready; this master keeps serving");
-                newMaster = null;
-                master.StandardInput.Dispose(); // Dispose alone would leave this pipe open
-                master.Dispose();
-                systemd.Notify($"READY=1\nMAINPID={Environment.ProcessId}");
-                WritePidFile();
+            case ChildExited(Process child):
+                if (workers.Find(w => w.Is(child)) is { } exited) Reap(exited);
                 break;
-            case ChildExited:
+            case OrphansMayWait:
                 ReapOrphans();
                 break;
         }
     }
 
-    private void HandleSignal(int signal)
-    {
-        string name = Posix.NameOf(signal);
-        switch ((Signum)signal)
-        {
-            case Signum.SIGINT:
-            case Signum.SIGTERM or Signum.SIGQUIT when state == State.Stopping:
-                // INT, or a second stop signal during a graceful stop: quick shutdown.
-                if (state == State.Quitting) return; // Ctrl+C twice: nothing more to do
-                Log.Info($"{name}: quick shutdown, stopping {workers.Count} workers now");
-                BeginStop(graceful: false);
-                break;
-            case Signum.SIGTERM or Signum.SIGQUIT:
-                if (state != State.Running) return;
-                Log.Info($"{name}: graceful shutdown, waiting up to {settings.ShutdownTimeout.TotalSeconds:0}s for workers to finish");
-                BeginStop(graceful: true, (Signum)signal);
-                break;
-            case Signum.SIGHUP when state == State.Running:
-                Reload();
-                break;
-            case Signum.SIGTTIN when state == State.Running:
-                if (target < 1024) target++;
-                Log.Info($"TTIN: {target} workers");
-                break;
-            case Signum.SIGTTOU when state == State.Running:
-                if (target > 1) target--;
-                Log.Info($"TTOU: {target} workers");
-                break;
-            case Signum.SIGUSR1:
-                LogStatistics();
-                break;
-            case Signum.SIGUSR2 when state == State.Running:
-                Upgrade();
-                break;
-        }
-    }
-
-    /// <summary>A line from a worker's pipe: "ready", "hb ACCEPTED IN_FLIGHT COLLECTIONS", "retire" or "released" (the listening socket).</summary>
+    /// <summary>A line from a worker's pipe (ControlPipe.cs).</summary>
     private void HandleMessage(WorkerProcess worker, string line)
     {
-        if (!workers.Contains(worker)) return;
         worker.LastHeartbeat = Environment.TickCount64;
-        string[] words = line.Split(' ');
-        switch (words[0])
+        switch (line)
         {
-            case "ready":
+            case ControlPipe.Ready:
                 worker.Ready = true;
                 failures[worker.Index] = 0;
                 failedStartsInARow = 0;
@@ -297,18 +192,16 @@ internal sealed class Master
                     Log.Info($"worker {worker.Index} (pid {worker.Pid}) accepting");
                 CheckPoolReady();
                 break;
-            case "hb" when words.Length == 4:
-                worker.Accepted = long.Parse(words[1], CultureInfo.InvariantCulture);
-                worker.InFlight = int.Parse(words[2], CultureInfo.InvariantCulture);
-                worker.Collections = int.Parse(words[3], CultureInfo.InvariantCulture);
-                break;
-            case "retire":
+            case ControlPipe.Retire:
                 Log.Info($"worker {worker.Index} (pid {worker.Pid}) reached --max-connections-per-worker; replacing it");
                 worker.Retiring = true;
                 break;
-            case "released":
+            case ControlPipe.Released:
                 worker.Released = true;
                 TellKeeperIfLast();
+                break;
+            default:
+                if (ControlPipe.Heartbeat.TryParse(line, out ControlPipe.Heartbeat counts)) worker.Counts = counts;
                 break;
         }
     }
@@ -325,11 +218,7 @@ internal sealed class Master
         {
             poolReadyLogged = true;
             Log.Info($"pool ready: {serving.Count} workers accepting (pids {string.Join(" ", serving.Select(w => w.Pid))})");
-            if (upgraded)
-            {
-                WritePidFile();
-                TellOldMaster("ready");
-            }
+            if (upgraded) TellOldMasterReady();
             systemd.Notify($"READY=1\nMAINPID={Environment.ProcessId}");
         }
         else if (reloading)
@@ -337,87 +226,6 @@ internal sealed class Master
             reloading = false;
             Log.Info($"HUP: all {serving.Count} workers replaced (pids {string.Join(" ", serving.Select(w => w.Pid))})");
             systemd.Notify("READY=1");
-        }
-    }
-
-    /// <summary>HUP: read the configuration again, then replace the workers one at a time.</summary>
-    private void Reload()
-    {
-        Settings reloaded;
-        try
-        {
-            reloaded = Settings.Parse(args, Environment.GetEnvironmentVariables());
-        }
-        catch (UsageException e)
-        {
-            Log.Info($"HUP: configuration refused, keeping the running one: {e.Message}");
-            return;
-        }
-        foreach (string name in settings.Differences(reloaded).Intersect(Settings.FixedOnReload))
-            Log.Info($"HUP: --{name} cannot change while running (it needs a restart); keeping it");
-        settings = settings.KeepFixed(reloaded);
-        target = settings.Workers;
-        generation++;
-        reloading = true;
-        systemd.Notify($"RELOADING=1\nMONOTONIC_USEC={Stopwatch.GetTimestamp() / (Stopwatch.Frequency / 1_000_000)}");
-        Log.Info($"HUP: configuration reloaded; replacing {Serving().Count} workers one at a time");
-    }
-
-    /// <summary>USR2: start a new master from the program on disk, on the same socket.</summary>
-    private void Upgrade()
-    {
-        if (newMaster is not null)
-        {
-            Log.Info($"USR2: an upgrade to master {newMaster.Id} is already under way");
-            return;
-        }
-        var start = new ProcessStartInfo(program)
-        {
-            UseShellExecute = false,
-            RedirectStandardInput = true,   // reaches end-of-file when this master exits; unused
-            RedirectStandardOutput = true,  // the new master says "ready" here
-        };
-        foreach (string arg in programArgs.Concat(args)) start.ArgumentList.Add(arg);
-        start.Environment[UpgradeFdVariable] = listenFd;
-        if (systemdSocket) start.Environment[UpgradeSystemdVariable] = "1";
-        if (systemd.Path is not null) start.Environment["NOTIFY_SOCKET"] = systemd.Path; // it reports READY=1 and MAINPID
-        var process = new Process { StartInfo = start, EnableRaisingEvents = true };
-        try
-        {
-            process.Start();
-        }
-        catch (Exception e) when (e is Win32Exception or IOException)
-        {
-            Log.Info($"USR2: cannot start a new master from {program}: {e.Message}");
-            return;
-        }
-        newMaster = process;
-        newMasterDeadline = Environment.TickCount64 + (long)settings.UpgradeTimeout.TotalMilliseconds;
-        process.OutputDataReceived += (_, line) => { if (line.Data is not null) events.Add(new NewMasterSaid(process, line.Data)); };
-        process.Exited += (_, _) => events.Add(new NewMasterExited(process));
-        process.BeginOutputReadLine();
-        Log.Info($"USR2: started new master {process.Id} from {program}; waiting up to {settings.UpgradeTimeout.TotalSeconds:0}s for its workers");
-    }
-
-    private void CheckNewMaster()
-    {
-        if (newMaster is null || Environment.TickCount64 < newMasterDeadline) return;
-        Log.Info($"USR2: new master {newMaster.Id} was not ready within the upgrade timeout; killing it, this master keeps serving");
-        Posix.Kill(newMaster.Id, (int)Signum.SIGKILL); // its workers see their pipe close and leave
-        // NewMasterExited then restores the pid file and tells systemd who the main process is.
-        newMasterDeadline = long.MaxValue;
-    }
-
-    private void LogStatistics()
-    {
-        long now = Environment.TickCount64;
-        Log.Info($"USR1: {workers.Count} workers (target {target}), generation {generation}");
-        foreach (WorkerProcess w in workers.OrderBy(w => w.Index))
-        {
-            Log.Info($"worker {w.Index} pid {w.Pid}: age {(now - w.StartedAt) / 1000.0:0.0}s, " +
-                     $"accepted {w.Accepted}, in flight {w.InFlight}, garbage collections {w.Collections}, " +
-                     $"last heartbeat {(now - w.LastHeartbeat) / 1000.0:0.0}s ago" +
-                     (w.Stopping ? ", stopping" : w.Ready ? "" : ", starting"));
         }
     }
 
@@ -497,12 +305,7 @@ internal sealed class Master
     /// </summary>
     private void Spawn(int index, WorkerProcess? replaces)
     {
-        var start = new ProcessStartInfo(program)
-        {
-            UseShellExecute = false,
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-        };
+        var start = new ProcessStartInfo(program);
         foreach (string arg in programArgs) start.ArgumentList.Add(arg);
         start.ArgumentList.Add("--worker");
         start.ArgumentList.Add(index.ToString(CultureInfo.InvariantCulture));
@@ -510,30 +313,49 @@ internal sealed class Master
         start.Environment[Worker.ListenFdVariable] = listenFd;
         // A worker's garbage lives for one connection: a 2 MiB first-generation budget (hex,
         // as the runtime reads it) keeps a worker near 5 MB instead of growing to the default,
-        // which is as large as the CPU's cache (bench/README.md). Set DOTNET_GCgen0size to override.
+        // which is as large as the CPU's cache. Set DOTNET_GCgen0size to override.
         start.Environment.TryAdd("DOTNET_GCgen0size", "200000");
 
-        var process = new Process { StartInfo = start, EnableRaisingEvents = true };
+        Process process;
         try
         {
-            process.Start();
+            process = StartChild(start);
         }
         catch (Exception e) when (e is Win32Exception or IOException or InvalidOperationException)
         {
-            process.Dispose();
             GiveUp($"cannot start a worker from {program}: {e.Message}");
             return;
         }
 
         var worker = new WorkerProcess(index, generation, process) { Replaces = replaces };
         workers.Add(worker);
-        process.OutputDataReceived += (_, line) =>
-        {
-            if (line.Data is not null) events.Add(new WorkerSaid(worker, line.Data));
-        };
-        process.Exited += (_, _) => events.Add(new WorkerExited(worker));
-        process.BeginOutputReadLine();
         Log.Info($"worker {index} (pid {worker.Pid}) started" + (replaces is null ? "" : $" to replace pid {replaces.Pid}"));
+    }
+
+    /// <summary>
+    /// Starts a child (a worker, or a new master) whose standard input and output are pipes to
+    /// this master: every line it writes, and its exit, become events of the loop, handled
+    /// once the loop is back from what it is doing now.
+    /// </summary>
+    private Process StartChild(ProcessStartInfo start)
+    {
+        start.UseShellExecute = false;
+        start.RedirectStandardInput = true;
+        start.RedirectStandardOutput = true;
+        var process = new Process { StartInfo = start, EnableRaisingEvents = true };
+        process.OutputDataReceived += (_, line) => { if (line.Data is not null) events.Add(new ChildSaid(process, line.Data)); };
+        process.Exited += (_, _) => events.Add(new ChildExited(process));
+        try
+        {
+            process.Start();
+        }
+        catch
+        {
+            process.Dispose();
+            throw;
+        }
+        process.BeginOutputReadLine();
+        return process;
     }
 
     /// <summary>The workers that count towards the pool: all but those asked to stop.</summary>
@@ -543,7 +365,7 @@ internal sealed class Master
     private static void StopWorker(WorkerProcess worker)
     {
         worker.Stopping = true;
-        worker.Tell("stop");
+        worker.Tell(ControlPipe.Stop);
     }
 
     /// <summary>Hung workers: one silent for --worker-timeout is killed; Reap replaces it.</summary>
@@ -560,186 +382,11 @@ internal sealed class Master
         }
     }
 
-    private void BeginStop(bool graceful, Signum relay = Signum.SIGTERM)
-    {
-        state = graceful ? State.Stopping : State.Quitting;
-        killAt = Environment.TickCount64 + (long)settings.ShutdownTimeout.TotalMilliseconds;
-        ReleaseListener(); // no more workers will start: the workers' own descriptors are the last
-        if (!retiring) systemd.Notify("STOPPING=1");
-        if (graceful)
-        {
-            // When the whole server stops (not a USR2 hand-over, not a socket that systemd keeps
-            // listening on), one worker keeps accepting while the others serve their share of the
-            // queue and release the socket; then it is told it is the last holder (TellKeeperIfLast).
-            keeper = retiring || newMaster is not null || systemdSocket ? null : workers.FirstOrDefault(w => w.Ready);
-            // Relay the signal; a worker that does not handle it (--signals) is asked over its pipe.
-            bool handled = settings.Signals.Contains(relay.ToString()[3..]);
-            foreach (WorkerProcess worker in workers)
-            {
-                if (worker == keeper) continue;
-                if (!handled) StopWorker(worker);
-                else
-                {
-                    worker.Stopping = true;
-                    Posix.Kill(worker.Pid, (int)relay);
-                }
-            }
-        }
-        else
-        {
-            keeper = null;
-            KillAll(QuickStopSignal, null);
-        }
-        TellKeeperIfLast();
-    }
-
-    /// <summary>
-    /// A graceful stop of the whole server: once every other worker has released the listening
-    /// socket, the keeper is its last holder. It holds back new connections, serves the queue to
-    /// its end and releases the socket, so nothing is left in the queue to reset, and the
-    /// clients that come after are refused at once.
-    /// </summary>
-    private void TellKeeperIfLast()
-    {
-        if (keeper is null || workers.Any(w => w != keeper && !w.Released)) return;
-        if (!keeper.Reaped)
-        {
-            keeper.Stopping = true;
-            keeper.Tell("last");
-        }
-        keeper = null;
-    }
-
-    /// <summary>
-    /// Closes the master's descriptor of the listening socket (Posix.ReleaseListener), once it
-    /// will start no more workers. The workers keep theirs until they have served their queue,
-    /// a new master (USR2) keeps its own.
-    /// </summary>
-    private void ReleaseListener()
-    {
-        if (listenerReleased) return;
-        listenerReleased = true;
-        Posix.ReleaseListener(int.Parse(listenFd, CultureInfo.InvariantCulture));
-        listener.SafeHandle.SetHandleAsInvalid(); // closed above: the Socket must never close that number again
-    }
-
-    /// <summary>Stops for good: what is running is stopped, and the master exits with code 4.</summary>
-    private void GiveUp(string reason)
-    {
-        fatal ??= reason;
-        Log.Info(reason);
-        BeginStop(graceful: false);
-    }
-
-    // Workers leave at once on INT, if they handle it; if not (--signals without INT), they may
-    // even ignore it (a script's `&` does that), so only SIGKILL is sure to stop them.
-    private Signum QuickStopSignal => settings.Signals.Contains("INT") ? Signum.SIGINT : Signum.SIGKILL;
-
-    private void KillAll(Signum signal, string? why)
-    {
-        if (why is not null) Log.Info($"{why}: sending {signal} to {workers.Count} workers");
-        foreach (WorkerProcess worker in workers) Posix.Kill(worker.Pid, (int)signal);
-        if (signal == Signum.SIGKILL) killAt = long.MaxValue; // once is enough
-    }
-
-    /// <summary>PID 1 in a container inherits orphans; reap those that are not our workers.</summary>
-    private void ReapOrphans()
-    {
-        var known = workers.Select(w => w.Pid).Append(newMaster?.Id ?? 0).ToHashSet();
-        foreach (int pid in ZombieChildren().Where(pid => !known.Contains(pid)))
-            Syscall.waitpid(pid, out _, WaitOptions.WNOHANG);
-    }
-
-    private static IEnumerable<int> ZombieChildren()
-    {
-        int self = Environment.ProcessId;
-        foreach (string dir in Directory.EnumerateDirectories("/proc"))
-        {
-            if (!int.TryParse(Path.GetFileName(dir), out int pid)) continue;
-            string stat;
-            try { stat = File.ReadAllText(Path.Combine(dir, "stat")); }
-            catch (IOException) { continue; }
-            string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-            if (fields[0] == "Z" && fields[1] == self.ToString(CultureInfo.InvariantCulture)) yield return pid;
-        }
-    }
-
     private int MillisecondsUntilNextDeadline()
     {
         long now = Environment.TickCount64;
         long next = state == State.Running ? now + 250 : killAt; // heartbeats and backoff: 4 checks a second
         return (int)Math.Clamp(next - now, 0, 1000);
-    }
-
-    /// <summary>
-    /// The listening socket: handed over by systemd (LISTEN_FDS, socket activation) or by an
-    /// old master (USR2), else bound here. Returns it and where it came from, for the log.
-    /// </summary>
-    private static (Socket Socket, string Origin, bool Upgraded, bool SystemdSocket) Listen(Settings settings)
-    {
-        string? upgradeFd = Environment.GetEnvironmentVariable(UpgradeFdVariable);
-        if (upgradeFd is not null)
-        {
-            bool systemdSocket = Environment.GetEnvironmentVariable(UpgradeSystemdVariable) is not null;
-            Environment.SetEnvironmentVariable(UpgradeFdVariable, null);
-            Environment.SetEnvironmentVariable(UpgradeSystemdVariable, null);
-            return (Inherited(int.Parse(upgradeFd, CultureInfo.InvariantCulture), "the old master"), " (socket from the old master, USR2)", true, systemdSocket);
-        }
-        if (Environment.GetEnvironmentVariable("LISTEN_PID") == Environment.ProcessId.ToString(CultureInfo.InvariantCulture)
-            && Environment.GetEnvironmentVariable("LISTEN_FDS") is string count)
-        {
-            foreach (string name in new[] { "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES" })
-                Environment.SetEnvironmentVariable(name, null);
-            if (count != "1") throw new InvalidOperationException($"systemd passed LISTEN_FDS={count} sockets; this server takes exactly one");
-            return (Inherited(3, "systemd"), " (socket from systemd)", false, true);
-        }
-
-        var socket = new Socket(settings.Host.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-        if (settings.Host.AddressFamily == AddressFamily.InterNetworkV6 && settings.Host.Equals(IPAddress.IPv6Any))
-            socket.DualMode = true; // "::" takes IPv4 connections too
-        socket.Bind(new IPEndPoint(settings.Host, settings.Port));
-        socket.Listen(settings.Backlog);
-        // .NET opens every descriptor close-on-exec; this one, alone, must reach the workers.
-        Posix.Inherit((int)socket.SafeHandle.DangerousGetHandle());
-        return (socket, "", false, false);
-    }
-
-    /// <summary>A listening TCP socket received from systemd or an old master; never closed here.</summary>
-    private static Socket Inherited(int fd, string from)
-    {
-        if (Posix.WrapListeningTcp(fd, out Socket? socket) is string problem)
-            throw new InvalidOperationException($"the socket from {from}: {problem}");
-        Posix.Inherit(fd);
-        return socket!;
-    }
-
-    /// <summary>Tells the master that started this one (USR2) that the new pool is ready.</summary>
-    private static void TellOldMaster(string message)
-    {
-        try
-        {
-            using Stream toOld = Console.OpenStandardOutput();
-            toOld.Write(System.Text.Encoding.ASCII.GetBytes(message + "\n"));
-        }
-        catch (IOException) { }
-    }
-
-    private void WritePidFile()
-    {
-        if (settings.PidFile.Length == 0) return;
-        string temporary = settings.PidFile + ".tmp";
-        File.WriteAllText(temporary, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
-        File.Move(temporary, settings.PidFile, overwrite: true); // atomic: readers never see half a file
-    }
-
-    private void RemovePidFile()
-    {
-        try
-        {
-            if (settings.PidFile.Length > 0 && File.ReadAllText(settings.PidFile).Trim() == Environment.ProcessId.ToString(CultureInfo.InvariantCulture))
-                File.Delete(settings.PidFile);
-        }
-        catch (IOException) { }
     }
 
     /// <summary>
@@ -753,8 +400,6 @@ internal sealed class Master
             ? (path, [Environment.GetCommandLineArgs()[0]])
             : (path, []);
     }
-
-    private static string Endpoint(IPAddress address, int port) => new IPEndPoint(address, port).ToString();
 
     private static string Describe(int status) => status > 128 && status < 128 + 65
         ? $"was killed by {Posix.NameOf(status - 128)}"

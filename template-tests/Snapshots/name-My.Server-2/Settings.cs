@@ -35,10 +35,16 @@ public sealed class Settings
     public const int DefaultPort = 8080;
     public const string DefaultSignals = "INT,QUIT,TERM,HUP,TTIN,TTOU,USR1,USR2";
 
+    /// <summary>
+    /// The greeting when neither --greeting nor PREFORK_GREETING says otherwise. {pid} becomes
+    /// the worker's process id, {worker} its index (0 to workers-1): <see cref="GreetingFor"/>.
+    /// </summary>
+    public const string DefaultGreeting = "Hello from {pid}";
+
     public int Workers { get; private set; } = DefaultWorkers;
     public IPAddress Host { get; private set; } = IPAddress.Any;
     public int Port { get; private set; } = DefaultPort;
-    public string Greeting { get; private set; } = Handler.DefaultGreeting;
+    public string Greeting { get; private set; } = DefaultGreeting;
     public int Backlog { get; private set; } = 1024;
     public int MaxConnections { get; private set; } = 1000;
     public TimeSpan ShutdownTimeout { get; private set; } = TimeSpan.FromSeconds(30);
@@ -95,6 +101,11 @@ public sealed class Settings
         new("config", "file of name = value lines for these options, read at start and again on HUP (empty: none)",
             (s, v) => s.ConfigFile = v, s => s.ConfigFile),
     ];
+
+    /// <summary>The greeting as worker <paramref name="workerIndex"/> sends it: {pid} and {worker} filled in.</summary>
+    public string GreetingFor(int workerIndex) => Greeting
+        .Replace("{pid}", Environment.ProcessId.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal)
+        .Replace("{worker}", workerIndex.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal);
 
     /// <summary>The options a running master cannot change on HUP: the socket is already bound.</summary>
     public static readonly string[] FixedOnReload = ["host", "port", "backlog", "signals", "config", "pid-file"];

@@ -1,7 +1,6 @@
 namespace Worker;
 
 using System;
-using System.Collections.Generic;
 using System.Diagnostics;
 using System.IO;
 using System.Net.Sockets;
@@ -109,16 +108,16 @@ internal sealed class Worker
                 Stop($"{Posix.NameOf(signal)}: finishing {Volatile.Read(ref inFlight)} connection(s), then exiting");
         });
 
-        // The control pipe is our standard input: "stop" asks for a graceful stop, end-of-file
-        // means the master is gone. Standard output carries our messages to the master ("ready",
-        // heartbeats), so console output goes to the log instead.
+        // The control pipe is our standard input (ControlPipe.cs): "stop" and "last" ask for a
+        // graceful stop, end-of-file means the master is gone. Standard output carries our
+        // messages to the master, so console output goes to the log instead.
         toMaster = Console.OpenStandardOutput();
         Console.SetOut(Console.Error);
         new Thread(WatchMaster) { IsBackground = true, Name = "master pipe" }.Start();
 
         Posix.SetAcceptTimeout(listenFd, AcceptWake);
         if (capacity < settings.MaxConnections) Log.Info($"serving at most {capacity} connections at once: {capacityReason}");
-        Tell("ready");
+        Tell(ControlPipe.Ready);
 
         AcceptLoop();
         DrainQueueThenRelease();
@@ -143,7 +142,7 @@ internal sealed class Worker
             if (now - lastHeartbeat >= HeartbeatMs)
             {
                 lastHeartbeat = now;
-                Tell($"hb {accepted} {Volatile.Read(ref inFlight)} {GC.CollectionCount(0)}");
+                Tell(new ControlPipe.Heartbeat(accepted, Volatile.Read(ref inFlight), GC.CollectionCount(0)).ToString());
             }
 
             // A full worker stops accepting, so the kernel hands the next connection to another.
@@ -210,7 +209,7 @@ internal sealed class Worker
         {
             // --max-connections-per-worker: the master starts our replacement, then stops us.
             retireSent = true;
-            Tell("retire");
+            Tell(ControlPipe.Retire);
         }
         // The handler starts here, on the accepting thread, and goes on on the thread pool at
         // its first await that has to wait. A greeting is written at once, so most
@@ -254,7 +253,7 @@ internal sealed class Worker
             Start(client);
         }
         Posix.ReleaseListener(listenFd);
-        Tell("released");
+        Tell(ControlPipe.Released);
         if (drained > 0) Log.Info($"served {drained} queued connection(s) before releasing the listening socket");
     }
 
@@ -290,24 +289,16 @@ internal sealed class Worker
         {
             while (fromMaster.ReadLine() is string command)
             {
-                if (command == "stop") Stop("asked to stop: finishing connections, then exiting");
-                if (command == "last") Stop("asked to stop last: serving the queue, then refusing new connections", last: true, wholeQueue: true);
+                if (command == ControlPipe.Stop) Stop("asked to stop: finishing connections, then exiting");
+                if (command == ControlPipe.Last) Stop("asked to stop last: serving the queue, then refusing new connections", last: true, wholeQueue: true);
             }
         }
         catch (IOException) { }
         Stop("the master is gone: finishing connections, then exiting", wholeQueue: true);
     }
 
-    /// <summary>Sends one line to the master. A master that is gone is not an error here.</summary>
-    private void Tell(string message)
-    {
-        try
-        {
-            toMaster.Write(System.Text.Encoding.ASCII.GetBytes(message + "\n"));
-            toMaster.Flush();
-        }
-        catch (IOException) { }
-    }
+    /// <summary>Sends one line to the master.</summary>
+    private void Tell(string message) => ControlPipe.WriteLine(toMaster, message);
 
     private void Stop(string why, bool last = false, bool wholeQueue = false)
     {
@@ -317,85 +308,5 @@ internal sealed class Worker
         stopping = true;
         Log.Info(why);
         Deadlines.Stop(); // connections waiting idle for a next request or line are closed now
-    }
-}
-
-/// <summary>
-/// The timeouts of a connection, as cancellation tokens to pass to its reads and writes.
-/// A token is shared by every caller within the same second (it fires up to one second
-/// late), so a connection or a read costs no timer of its own. Any thread may call these.
-/// </summary>
-public static class Deadlines
-{
-    private sealed record Shared(long Second, CancellationTokenSource Source);
-
-    private static readonly TimeSpan Late = TimeSpan.FromSeconds(1);
-    private static TimeSpan writeTimeout = TimeSpan.FromSeconds(10), idleTimeout = TimeSpan.FromSeconds(60);
-    private static volatile Shared? write, idle;
-    private static readonly object gate = new();
-    private static readonly List<CancellationTokenSource> idleSources = []; // not yet fired: Stop cancels them
-    private static volatile bool stopping;
-
-    /// <summary>
-    /// True once the worker has been asked to stop (TERM, QUIT, a HUP or USR2 replacing it):
-    /// answer the request in hand, say the connection closes, and close it.
-    /// </summary>
-    public static bool Stopping => stopping;
-
-    /// <summary>Cancelled --write-timeout from now: for a reply, and for a request or line that has begun to arrive.</summary>
-    public static CancellationToken Write()
-    {
-        long second = Environment.TickCount64 / 1000;
-        Shared? current = write;
-        if (current is null || current.Second != second)
-        {
-            // Two threads may both make one for this second: harmless, each token is right.
-            current = new Shared(second, new CancellationTokenSource(writeTimeout + Late));
-            write = current;
-        }
-        return current.Source.Token;
-    }
-
-    /// <summary>
-    /// Cancelled --idle-timeout from now, or as soon as the worker stops: for waiting for a
-    /// client's next request or line, so an idle connection never holds a stopping worker.
-    /// </summary>
-    public static CancellationToken Idle()
-    {
-        long second = Environment.TickCount64 / 1000;
-        Shared? current = idle;
-        if (current is null || current.Second != second) current = NewIdle(second);
-        return current.Source.Token;
-    }
-
-    private static Shared NewIdle(long second)
-    {
-        lock (gate)
-        {
-            if (idle is { } fresh && fresh.Second == second) return fresh;
-            idleSources.RemoveAll(s => s.IsCancellationRequested);
-            var source = new CancellationTokenSource(idleTimeout + Late);
-            if (stopping) source.Cancel();
-            else idleSources.Add(source);
-            return idle = new Shared(second, source);
-        }
-    }
-
-    internal static void Use(Settings settings)
-    {
-        writeTimeout = settings.WriteTimeout;
-        idleTimeout = settings.IdleTimeout;
-    }
-
-    internal static void Stop()
-    {
-        CancellationTokenSource[] waiting;
-        lock (gate)
-        {
-            stopping = true;
-            waiting = [.. idleSources];
-            idleSources.Clear();
-        }
-        foreach (CancellationTokenSource source in waiting) source.Cancel();
     }
 }

@@ -139,9 +139,9 @@ public sealed class ServerTests(ITestOutputHelper output)
     // Add your tests here.
 #if (!echoHandler)
 
-    /// <summary>What a worker sends by default: Handler.DefaultGreeting with {pid} and {worker} filled in, and a newline.</summary>
+    /// <summary>What a worker sends by default: Settings.DefaultGreeting with {pid} and {worker} filled in, and a newline.</summary>
     private static string Greeting(TestServer server, int pid) =>
-        Handler.DefaultGreeting
+        Settings.DefaultGreeting
             .Replace("{pid}", pid.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal)
             .Replace("{worker}", server.IndexOf(pid).ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal) + "\n";
 #endif

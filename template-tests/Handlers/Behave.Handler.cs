@@ -1,0 +1,46 @@
+// The behaviour project's Handler.cs (TemplateFixture.BehaviourProjectAsync copies it over the
+// generated one, as a user would change the file): the greeting handler, made to misbehave on
+// demand through the environment the tests start the server with.
+namespace Behave;
+
+using System;
+using System.Globalization;
+using System.IO;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Threading;
+using System.Threading.Tasks;
+
+public sealed class Handler
+{
+    private readonly byte[] reply;
+    private readonly TimeSpan delay;     // SLOW_MS: wait this long before answering...
+    private readonly int slowPort;       // ...SLOW_PORT: only the client connecting from this port
+    private readonly string? hang;       // HANG_FILE: the connection that renames it blocks its thread for ever
+
+    public Handler(Settings settings, int workerIndex)
+    {
+        reply = Encoding.UTF8.GetBytes(settings.GreetingFor(workerIndex) + "\n");
+        if (Environment.GetEnvironmentVariable("FAIL_START") is not null) throw new InvalidOperationException("FAIL_START is set");
+        delay = TimeSpan.FromMilliseconds(int.Parse(Environment.GetEnvironmentVariable("SLOW_MS") ?? "0", CultureInfo.InvariantCulture));
+        slowPort = int.Parse(Environment.GetEnvironmentVariable("SLOW_PORT") ?? "0", CultureInfo.InvariantCulture);
+        hang = Environment.GetEnvironmentVariable("HANG_FILE");
+    }
+
+    public async ValueTask HandleAsync(Socket client, CancellationToken timeout)
+    {
+        if (delay > TimeSpan.Zero && (slowPort == 0 || ((IPEndPoint)client.RemoteEndPoint!).Port == slowPort))
+            await Task.Delay(delay, timeout);
+        if (hang is not null && File.Exists(hang))
+        {
+            try
+            {
+                File.Move(hang, hang + ".taken");
+                Thread.Sleep(Timeout.Infinite); // a handler that blocks: the worker falls silent
+            }
+            catch (IOException) { } // another connection took it first
+        }
+        await client.SendAsync(reply, SocketFlags.None, timeout);
+    }
+}

@@ -1,0 +1,86 @@
+namespace MyServer;
+
+using System;
+using System.Diagnostics;
+using System.Linq;
+using Mono.Unix.Native;
+
+/// <summary>
+/// What the master does on each signal of --signals (the table in README.md): the handlers
+/// only queue it, and the loop calls <see cref="HandleSignal"/>, one at a time.
+/// </summary>
+internal sealed partial class Master
+{
+    private void HandleSignal(int signal)
+    {
+        string name = Posix.NameOf(signal);
+        switch ((Signum)signal)
+        {
+            case Signum.SIGINT:
+            case Signum.SIGTERM or Signum.SIGQUIT when state == State.Stopping:
+                // INT, or a second stop signal during a graceful stop: quick shutdown.
+                if (state == State.Quitting) return; // Ctrl+C twice: nothing more to do
+                Log.Info($"{name}: quick shutdown, stopping {workers.Count} workers now");
+                BeginStop(graceful: false);
+                break;
+            case Signum.SIGTERM or Signum.SIGQUIT:
+                if (state != State.Running) return;
+                Log.Info($"{name}: graceful shutdown, waiting up to {settings.ShutdownTimeout.TotalSeconds:0}s for workers to finish");
+                BeginStop(graceful: true, (Signum)signal);
+                break;
+            case Signum.SIGHUP when state == State.Running:
+                Reload();
+                break;
+            case Signum.SIGTTIN when state == State.Running:
+                if (target < 1024) target++;
+                Log.Info($"TTIN: {target} workers");
+                break;
+            case Signum.SIGTTOU when state == State.Running:
+                if (target > 1) target--;
+                Log.Info($"TTOU: {target} workers");
+                break;
+            case Signum.SIGUSR1:
+                LogStatistics();
+                break;
+            case Signum.SIGUSR2 when state == State.Running:
+                Upgrade();
+                break;
+        }
+    }
+
+    /// <summary>HUP: read the configuration again, then replace the workers one at a time.</summary>
+    private void Reload()
+    {
+        Settings reloaded;
+        try
+        {
+            reloaded = Settings.Parse(args, Environment.GetEnvironmentVariables());
+        }
+        catch (UsageException e)
+        {
+            Log.Info($"HUP: configuration refused, keeping the running one: {e.Message}");
+            return;
+        }
+        foreach (string name in settings.Differences(reloaded).Intersect(Settings.FixedOnReload))
+            Log.Info($"HUP: --{name} cannot change while running (it needs a restart); keeping it");
+        settings = settings.KeepFixed(reloaded);
+        target = settings.Workers;
+        generation++;
+        reloading = true;
+        systemd.Notify($"RELOADING=1\nMONOTONIC_USEC={Stopwatch.GetTimestamp() / (Stopwatch.Frequency / 1_000_000)}");
+        Log.Info($"HUP: configuration reloaded; replacing {Serving().Count} workers one at a time");
+    }
+
+    private void LogStatistics()
+    {
+        long now = Environment.TickCount64;
+        Log.Info($"USR1: {workers.Count} workers (target {target}), generation {generation}");
+        foreach (WorkerProcess w in workers.OrderBy(w => w.Index))
+        {
+            Log.Info($"worker {w.Index} pid {w.Pid}: age {(now - w.StartedAt) / 1000.0:0.0}s, " +
+                     $"accepted {w.Counts.Accepted}, in flight {w.Counts.InFlight}, garbage collections {w.Counts.Collections}, " +
+                     $"last heartbeat {(now - w.LastHeartbeat) / 1000.0:0.0}s ago" +
+                     (w.Stopping ? ", stopping" : w.Ready ? "" : ", starting"));
+        }
+    }
+}
