@@ -9,18 +9,38 @@ namespace PreforkTemplates.Tests;
 
 /// <summary>What `dotnet new prefork-server` writes, and what it refuses.</summary>
 [Collection("template")]
-public sealed class TemplateTests(TemplateFixture fixture, ITestOutputHelper output)
+public sealed partial class TemplateTests(TemplateFixture fixture, ITestOutputHelper output)
 {
     public static TheoryData<string> ScenarioIds() => [.. TemplateFixture.Scenarios.Select(s => s.Id)];
 
     private static Scenario Get(string id) => TemplateFixture.Scenarios.Single(s => s.Id == id);
 
+    /// <remarks>
+    /// defaults and everything are kept whole; every other scenario keeps the list of its files
+    /// and what differs from defaults once the name is accounted for (MyServer becomes the
+    /// scenario's name in the names of files defaults does not have, and in text), so a change to a file touches only the
+    /// snapshots whose file really differs.
+    /// </remarks>
     [Theory]
     [MemberData(nameof(ScenarioIds))]
     public async Task Generated_tree_matches_its_snapshot(string id)
     {
-        string dir = await fixture.GeneratedAsync(Get(id));
-        Snapshot.Match(dir, Path.Combine(fixture.RepoRoot, "template-tests", "Snapshots", id));
+        Scenario scenario = Get(id);
+        string dir = await fixture.GeneratedAsync(scenario);
+        string snapshots = Path.Combine(fixture.RepoRoot, "template-tests", "Snapshots");
+        if (id is "defaults" or "everything")
+        {
+            Snapshot.Match(dir, Path.Combine(snapshots, id));
+            return;
+        }
+        Scenario defaults = Get("defaults");
+        string baseDir = Environment.GetEnvironmentVariable("UPDATE_SNAPSHOTS") == "1"
+            ? await fixture.GeneratedAsync(defaults) // written from the tree itself, whatever the order of the cases
+            : Path.Combine(snapshots, defaults.Id);
+        Snapshot.MatchAgainst(dir, Path.Combine(snapshots, id), baseDir,
+            file => File.Exists(Path.Combine(baseDir, file)) ? file : file.Replace(scenario.Name, defaults.Name, StringComparison.Ordinal),
+            text => text.Replace(defaults.Name, scenario.Binary, StringComparison.Ordinal)
+                .Replace(defaults.Name.ToLowerInvariant(), scenario.Binary.ToLowerInvariant(), StringComparison.Ordinal));
     }
 
     [Theory]
@@ -99,6 +119,63 @@ public sealed class TemplateTests(TemplateFixture fixture, ITestOutputHelper out
         Assert.Contains($"STOPSIGNAL ({stopSignal[3..]}", kubernetes);
         Assert.DoesNotContain("#if", kubernetes);
     }
+
+    /// <summary>
+    /// Nothing points nowhere: every file or folder that a README, or a comment in a generated
+    /// file, names is in the richest generated tree (relative to the project, to the file that
+    /// names it, or by its file name anywhere in the tree). Code and configuration values are
+    /// checked by the builds and the deploy tests; these are the words a user reads.
+    /// </summary>
+    [Fact]
+    public async Task Every_file_and_folder_a_readme_or_comment_names_is_in_the_generated_project()
+    {
+        Scenario scenario = Get("everything");
+        string dir = await fixture.GeneratedAsync(scenario);
+        string[] all = [.. Directory.EnumerateFileSystemEntries(dir, "*", SearchOption.AllDirectories).Select(f => Path.GetRelativePath(dir, f))];
+        // Not in a fresh tree, and rightly so: what a build makes, and the configuration file the README shows how to write.
+        string[] outside = ["bin/", "obj/", $"{scenario.Binary}.conf"];
+        var missing = new List<string>();
+        int checkedNames = 0;
+        foreach (string file in Directory.EnumerateFiles(dir, "*", SearchOption.AllDirectories))
+        {
+            string relative = Path.GetRelativePath(dir, file);
+            foreach (string text in ReadableText(file))
+                foreach (System.Text.RegularExpressions.Match m in FileName().Matches(text))
+                {
+                    string name = m.Groups[1].Value;
+                    checkedNames++;
+                    string here = Path.GetDirectoryName(file)!;
+                    bool found = outside.Contains(name) || Path.Exists(Path.Combine(dir, name)) || Path.Exists(Path.Combine(here, name))
+                        || all.Any(f => Path.GetFileName(f.TrimEnd('/')) == name.TrimEnd('/'));
+                    if (!found) missing.Add($"{relative} names {name}: \"{text.Trim()}\"");
+                }
+        }
+        output.WriteLine($"{checkedNames} names checked");
+        Assert.True(checkedNames > 50, $"only {checkedNames} names found: the pattern no longer finds them");
+        Assert.True(missing.Count == 0, "named but not in the generated project:\n" + string.Join("\n", missing));
+    }
+
+    /// <summary>What a user reads of a file: all of a README, the comments of code and configuration.</summary>
+    private static IEnumerable<string> ReadableText(string file)
+    {
+        string name = Path.GetFileName(file);
+        if (name == ".dockerignore") yield break; // patterns of what to leave out, not names of what is there
+        foreach (string line in File.ReadLines(file))
+        {
+            string trimmed = line.TrimStart();
+            if (name.EndsWith(".md", StringComparison.Ordinal)) yield return line;
+            else if (name.EndsWith(".cs", StringComparison.Ordinal))
+            {
+                int comment = line.IndexOf("//", StringComparison.Ordinal);
+                if (comment >= 0 && !line[..comment].Contains('"')) yield return line[comment..];
+            }
+            else if (name.EndsWith(".csproj", StringComparison.Ordinal)) { if (trimmed.StartsWith("<!--", StringComparison.Ordinal) || !trimmed.StartsWith('<')) yield return line; }
+            else if (trimmed.StartsWith('#')) yield return line;
+        }
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"(?<![\w/.:$(){}@-])((?:[\w.-]+/)*(?:[\w.-]+\.(?:cs|csproj|md|json|service|socket|yaml|yml|cfg|conf|sh|slnx|sln|props|targets)|Dockerfile|\.dockerignore)|(?:[\w.-]+/)+)(?![\w/-])")]
+    private static partial System.Text.RegularExpressions.Regex FileName();
 
     [Fact]
     public async Task Help_lists_every_parameter_with_its_description()

@@ -4,45 +4,130 @@ using Xunit.Sdk;
 namespace PreforkTemplates.Tests.Infrastructure;
 
 /// <summary>
-/// Compares a generated tree, file by file, with a stored copy under template-tests/Snapshots/.
-/// UPDATE_SNAPSHOTS=1 rewrites the stored copy on purpose. A missing snapshot is written and
-/// reported outside CI, and fails under CI=true. (Verify is not available here: this is the
-/// small part of it we need.)
+/// Compares a generated tree with its snapshot under template-tests/Snapshots/. UPDATE_SNAPSHOTS=1
+/// rewrites the snapshot on purpose. A missing snapshot is written and reported outside CI, and
+/// fails under CI=true. (Verify is not available here: this is the small part of it we need.)
+/// <para>
+/// A whole snapshot (<see cref="Match"/>) keeps every file. A snapshot against a base scenario
+/// (<see cref="MatchAgainst"/>) keeps <see cref="FileList"/>, the name of every file the scenario
+/// generates, and only what differs from the base's file: the whole file, or, where that is
+/// much shorter, a <see cref="PatchSuffix"/> file of the changed lines (<see cref="LinePatch"/>).
+/// Every file is still compared whole: the expected text is the stored file, the patched base
+/// file, or the base file.
+/// </para>
 /// </summary>
 public static class Snapshot
 {
+    public const string FileList = "files.txt";
+    public const string PatchSuffix = ".patch";
+
     private static readonly string[] Ignored = ["bin", "obj"];
 
+    private static bool Update => Environment.GetEnvironmentVariable("UPDATE_SNAPSHOTS") == "1";
+
+    private static bool Ci => string.Equals(Environment.GetEnvironmentVariable("CI"), "true", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>The whole tree, file by file.</summary>
     public static void Match(string generatedDir, string snapshotDir)
     {
-        bool update = Environment.GetEnvironmentVariable("UPDATE_SNAPSHOTS") == "1";
-        bool ci = string.Equals(Environment.GetEnvironmentVariable("CI"), "true", StringComparison.OrdinalIgnoreCase);
+        if (WroteInstead(snapshotDir, () => Write(generatedDir, snapshotDir, Files(generatedDir)))) return;
 
-        if (!Directory.Exists(snapshotDir) && !update)
+        var report = new StringBuilder();
+        SortedSet<string> actual = Files(generatedDir);
+        CompareNames(actual, Files(snapshotDir), report);
+        foreach (string file in actual.Where(f => File.Exists(Path.Combine(snapshotDir, f))))
+            CompareText(file, File.ReadAllText(Path.Combine(snapshotDir, file)), File.ReadAllText(Path.Combine(generatedDir, file)), report);
+        Fail(snapshotDir, report);
+    }
+
+    /// <summary>
+    /// The tree against a base scenario's: <paramref name="baseDir"/> is the base's snapshot
+    /// (when comparing) or its generated tree (when writing); <paramref name="basePath"/> names
+    /// the base file that a file of this scenario corresponds to, and <paramref name="derive"/>
+    /// turns the base's text into what this scenario would write if only its name differed.
+    /// </summary>
+    public static void MatchAgainst(string generatedDir, string snapshotDir, string baseDir,
+        Func<string, string> basePath, Func<string, string> derive)
+    {
+        SortedSet<string> actual = Files(generatedDir);
+        string? Base(string file) =>
+            File.Exists(Path.Combine(baseDir, basePath(file))) ? derive(File.ReadAllText(Path.Combine(baseDir, basePath(file)))) : null;
+
+        if (WroteInstead(snapshotDir, () =>
+            {
+                Directory.CreateDirectory(snapshotDir);
+                File.WriteAllLines(Path.Combine(snapshotDir, FileList), actual);
+                foreach (string file in actual)
+                {
+                    string text = File.ReadAllText(Path.Combine(generatedDir, file));
+                    string? from = Base(file);
+                    if (from == text) continue;
+                    string? patch = from is null ? null : LinePatch.Create(from, text);
+                    string stored = Path.Combine(snapshotDir, patch is not null && patch.Length * 2 < text.Length ? file + PatchSuffix : file);
+                    Directory.CreateDirectory(Path.GetDirectoryName(stored)!);
+                    File.WriteAllText(stored, stored.EndsWith(PatchSuffix, StringComparison.Ordinal) ? patch : text);
+                }
+            })) return;
+
+        var report = new StringBuilder();
+        string list = Path.Combine(snapshotDir, FileList);
+        SortedSet<string> expected = File.Exists(list) ? new(File.ReadAllLines(list), StringComparer.Ordinal) : [];
+        CompareNames(actual, expected, report);
+        foreach (string stored in Files(snapshotDir).Where(f => f != FileList))
         {
-            if (ci) throw new XunitException($"snapshot {snapshotDir} is missing; run the tests with UPDATE_SNAPSHOTS=1 and commit it");
-            Write(generatedDir, snapshotDir);
-            Console.Error.WriteLine($"snapshot written: {snapshotDir}");
-            return;
+            string file = stored.EndsWith(PatchSuffix, StringComparison.Ordinal) ? stored[..^PatchSuffix.Length] : stored;
+            if (!expected.Contains(file)) report.AppendLine($"stored but not in {FileList}: {stored}");
         }
-        if (update)
+        foreach (string file in actual.Where(expected.Contains))
+        {
+            string text = File.ReadAllText(Path.Combine(generatedDir, file));
+            string whole = Path.Combine(snapshotDir, file), patch = whole + PatchSuffix;
+            string? from = Base(file);
+            if (File.Exists(whole))
+                CompareText(file, File.ReadAllText(whole), text, report);
+            else if (File.Exists(patch) && from is not null)
+            {
+                if (LinePatch.Apply(from, File.ReadAllText(patch)) is string patched) CompareText(file, patched, text, report);
+                else report.AppendLine($"{file}{PatchSuffix} no longer applies to {basePath(file)} of the base; the base against this scenario:")
+                    .AppendLine($"--- base/{basePath(file)}\n+++ generated/{file}").Append(LineDiff.Unified(from, text));
+            }
+            else if (from is not null)
+                CompareText(file, from, text, report);
+            else
+                report.AppendLine($"{file}: neither stored in the snapshot nor in the base");
+        }
+        Fail(snapshotDir, report);
+    }
+
+    /// <summary>Writes the snapshot instead of comparing when asked to, or when it is missing outside CI.</summary>
+    private static bool WroteInstead(string snapshotDir, Action write)
+    {
+        if (Update)
         {
             if (Directory.Exists(snapshotDir)) Directory.Delete(snapshotDir, recursive: true);
-            Write(generatedDir, snapshotDir);
-            return;
+            write();
+            return true;
         }
+        if (Directory.Exists(snapshotDir)) return false;
+        if (Ci) throw new XunitException($"snapshot {snapshotDir} is missing; run the tests with UPDATE_SNAPSHOTS=1 and commit it");
+        write();
+        Console.Error.WriteLine($"snapshot written: {snapshotDir}");
+        return true;
+    }
 
-        var actual = Files(generatedDir);
-        var expected = Files(snapshotDir);
-        var report = new StringBuilder();
+    private static void CompareNames(SortedSet<string> actual, SortedSet<string> expected, StringBuilder report)
+    {
         foreach (string file in expected.Except(actual)) report.AppendLine($"missing from the generated tree: {file}");
         foreach (string file in actual.Except(expected)) report.AppendLine($"not in the snapshot: {file}");
-        foreach (string file in actual.Intersect(expected))
-        {
-            string a = File.ReadAllText(Path.Combine(generatedDir, file));
-            string e = File.ReadAllText(Path.Combine(snapshotDir, file));
-            if (a != e) report.AppendLine($"--- snapshot/{file}\n+++ generated/{file}").Append(LineDiff.Unified(e, a));
-        }
+    }
+
+    private static void CompareText(string file, string expected, string actual, StringBuilder report)
+    {
+        if (expected != actual) report.AppendLine($"--- snapshot/{file}\n+++ generated/{file}").Append(LineDiff.Unified(expected, actual));
+    }
+
+    private static void Fail(string snapshotDir, StringBuilder report)
+    {
         if (report.Length > 0)
             throw new XunitException($"generated tree differs from {snapshotDir} (UPDATE_SNAPSHOTS=1 rewrites it):\n{report}");
     }
@@ -53,9 +138,9 @@ public static class Snapshot
             .Where(f => !f.Split('/').Any(Ignored.Contains)),
         StringComparer.Ordinal);
 
-    private static void Write(string from, string to)
+    private static void Write(string from, string to, IEnumerable<string> files)
     {
-        foreach (string file in Files(from))
+        foreach (string file in files)
         {
             string target = Path.Combine(to, file);
             Directory.CreateDirectory(Path.GetDirectoryName(target)!);
@@ -67,7 +152,8 @@ public static class Snapshot
 /// <summary>A minimal line diff (longest common subsequence), printed like `diff -u` with 2 lines of context.</summary>
 public static class LineDiff
 {
-    public static string Unified(string expected, string actual)
+    /// <summary>Every line of both texts in order: ' ' in both, '-' only in the first, '+' only in the second.</summary>
+    public static List<(char Kind, string Text)> Lines(string expected, string actual)
     {
         string[] a = expected.Split('\n'), b = actual.Split('\n');
         var lcs = new int[a.Length + 1, b.Length + 1];
@@ -83,15 +169,86 @@ public static class LineDiff
             else if (y < b.Length && (x == a.Length || lcs[x, y + 1] >= lcs[x + 1, y])) lines.Add(('+', b[y++]));
             else lines.Add(('-', a[x++]));
         }
+        return lines;
+    }
 
+    public static string Unified(string expected, string actual)
+    {
+        List<(char Kind, string Text)> lines = Lines(expected, actual);
         var text = new StringBuilder();
         for (int i = 0; i < lines.Count; i++)
         {
-            bool near = false;
-            for (int k = Math.Max(0, i - 2); k <= Math.Min(lines.Count - 1, i + 2); k++) near |= lines[k].Kind != ' ';
-            if (near) text.Append(lines[i].Kind).AppendLine(lines[i].Text);
+            if (Near(lines, i)) text.Append(lines[i].Kind).AppendLine(lines[i].Text);
             else if (i > 0 && text.Length > 0 && !text.ToString().EndsWith("...\n", StringComparison.Ordinal)) text.AppendLine("...");
         }
         return text.ToString();
+    }
+
+    /// <summary>True if line <paramref name="i"/> is a change or within 2 lines of one.</summary>
+    internal static bool Near(List<(char Kind, string Text)> lines, int i)
+    {
+        for (int k = Math.Max(0, i - 2); k <= Math.Min(lines.Count - 1, i + 2); k++)
+            if (lines[k].Kind != ' ') return true;
+        return false;
+    }
+}
+
+/// <summary>
+/// The changed lines of a text against another, with 2 lines of context, in hunks headed
+/// "@@ LINE" (the line of the base where the hunk starts, from 1): a snapshot stores this for a
+/// file that differs from the base scenario's in a few lines. <see cref="Apply"/> checks every
+/// context and removed line against the base, so a patch that no longer fits is never applied.
+/// </summary>
+public static class LinePatch
+{
+    public static string Create(string from, string to)
+    {
+        List<(char Kind, string Text)> lines = LineDiff.Lines(from, to);
+        var patch = new StringBuilder();
+        int baseLine = 1;
+        bool inHunk = false;
+        for (int i = 0; i < lines.Count; i++)
+        {
+            bool near = LineDiff.Near(lines, i);
+            if (near && !inHunk) patch.Append("@@ ").Append(baseLine).Append('\n');
+            inHunk = near;
+            if (near) patch.Append(lines[i].Kind).Append(lines[i].Text).Append('\n');
+            if (lines[i].Kind != '+') baseLine++;
+        }
+        return patch.ToString();
+    }
+
+    /// <summary>The patched text, or null if the patch does not fit <paramref name="from"/>.</summary>
+    public static string? Apply(string from, string patch)
+    {
+        string[] source = from.Split('\n');
+        var result = new List<string>();
+        int next = 0; // the next line of source not yet taken
+        foreach (string line in patch.Split('\n').SkipLast(1))
+        {
+            if (line.StartsWith("@@ ", StringComparison.Ordinal))
+            {
+                if (!int.TryParse(line[3..], out int start) || start - 1 < next || start - 1 > source.Length) return null;
+                result.AddRange(source[next..(start - 1)]);
+                next = start - 1;
+                continue;
+            }
+            if (line.Length == 0) return null;
+            string text = line[1..];
+            switch (line[0])
+            {
+                case '+':
+                    result.Add(text);
+                    break;
+                case ' ' or '-' when next < source.Length && source[next] == text:
+                    if (line[0] == ' ') result.Add(text);
+                    next++;
+                    break;
+                default:
+                    return null;
+            }
+        }
+        result.AddRange(source[next..]);
+        return string.Join('\n', result);
     }
 }

@@ -52,6 +52,7 @@ public sealed class TemplateFixture : IAsyncLifetime
     private readonly ConcurrentDictionary<string, Lazy<Task<string>>> generated = new();
     private readonly ConcurrentDictionary<string, Lazy<Task<string>>> built = new();
     private readonly SemaphoreSlim buildSlots = new(2);
+    private readonly SemaphoreSlim hiveGate = new(1);
 
     public async Task InitializeAsync()
     {
@@ -88,9 +89,23 @@ public sealed class TemplateFixture : IAsyncLifetime
         }
     }
 
-    /// <summary>Runs <c>dotnet new</c> with this fixture's template store.</summary>
-    public Task<CliResult> DotnetNewAsync(IEnumerable<string> args) =>
-        Cli.DotnetAsync(["new", .. args, "--debug:custom-hive", Hive]);
+    /// <summary>
+    /// Runs <c>dotnet new</c> with this fixture's template store, one at a time: two at once may
+    /// both open the store's packages.json, and one then fails ("being used by another process",
+    /// exit code 70; seen in CI when every scenario is generated at the start).
+    /// </summary>
+    public async Task<CliResult> DotnetNewAsync(IEnumerable<string> args)
+    {
+        await hiveGate.WaitAsync();
+        try
+        {
+            return await Cli.DotnetAsync(["new", .. args, "--debug:custom-hive", Hive]);
+        }
+        finally
+        {
+            hiveGate.Release();
+        }
+    }
 
     /// <summary>The directory a scenario was generated into (without restore, so the tree is only the template's output).</summary>
     public Task<string> GeneratedAsync(Scenario scenario) =>
