@@ -5,7 +5,6 @@ using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.RegularExpressions;
-using System.Xml.Linq;
 using Mono.Unix.Native;
 using PreforkTemplates.Tests.Infrastructure;
 using Xunit;
@@ -27,7 +26,7 @@ public sealed class DeployTests(TemplateFixture fixture, ITestOutputHelper outpu
     public static TheoryData<string> DockerScenarios() => ["docker", "docker-aot", "deploy", "everything"];
     public static TheoryData<string> DeployScenarios() => ["deploy", "everything"];
 
-    private static Scenario Get(string id) => TemplateFixture.Scenarios.Single(s => s.Id == id);
+    private static Scenario Get(string id) => TemplateFixture.Get(id);
 
     // ---- Dockerfile, statically ----
 
@@ -407,12 +406,12 @@ public sealed class DeployTests(TemplateFixture fixture, ITestOutputHelper outpu
         Directory.CreateDirectory(scratch);
 
         // The shipped files, with only the servers' addresses and the balancer's own address changed.
-        int haproxyPort = FreePort();
+        int haproxyPort = Client.FreePort();
         string haproxyConfig = Path.Combine(scratch, "haproxy.cfg");
         File.WriteAllText(haproxyConfig, Rewrite(File.ReadAllText(Path.Combine(dir, "deploy", "haproxy.cfg")),
             (@"(?m)^(\s*bind )\S+$", m => m.Groups[1].Value + $"127.0.0.1:{haproxyPort}", 1),
             (@"(?m)^(\s*server \w+ )\S+( check)$", Alternate(backends), 3)));
-        int nginxPort = FreePort();
+        int nginxPort = Client.FreePort();
         string nginxConfig = Path.Combine(scratch, "nginx.conf");
         File.WriteAllText(nginxConfig, Rewrite(File.ReadAllText(Path.Combine(dir, "deploy", "nginx.conf")),
             (@"(?m)^(\s*listen )\S+;$", m => m.Groups[1].Value + $"127.0.0.1:{nginxPort};", 1),
@@ -460,13 +459,6 @@ public sealed class DeployTests(TemplateFixture fixture, ITestOutputHelper outpu
             text = Regex.Replace(text, pattern, m => replace(m));
         }
         return text;
-    }
-
-    private static int FreePort()
-    {
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        return ((IPEndPoint)socket.LocalEndPoint!).Port;
     }
 
     /// <summary>A tool the tests need: found on PATH or in the sbin directories, or the test fails.</summary>
@@ -533,197 +525,4 @@ public sealed class DeployTests(TemplateFixture fixture, ITestOutputHelper outpu
             process.Dispose();
         }
     }
-}
-
-/// <summary>What the generated project says about itself: its project file and the defaults in Settings.cs.</summary>
-internal sealed partial record GeneratedProject(string ProjectFile, string AssemblyName, string FrameworkVersion, bool Aot,
-    int DefaultPort, int Workers, IReadOnlyList<string> Signals, int ShutdownTimeoutSeconds)
-{
-    public static GeneratedProject Read(string dir)
-    {
-        string csproj = Directory.GetFiles(dir, "*.csproj").Single();
-        XElement properties = XDocument.Load(csproj).Root!;
-        string Property(string name) => properties.Descendants(name).Single().Value;
-        string settings = File.ReadAllText(Path.Combine(dir, "Settings.cs"));
-        string Setting(Regex pattern) => pattern.Match(settings) is { Success: true } m ? m.Groups[1].Value
-            : throw new Xunit.Sdk.XunitException($"Settings.cs no longer matches {pattern}");
-        string framework = Property("TargetFramework");
-        Assert.Matches(@"^net\d+\.\d+$", framework);
-        return new GeneratedProject(
-            Path.GetFileName(csproj),
-            Property("AssemblyName"),
-            framework[3..],
-            bool.Parse(Property("PublishAot")),
-            int.Parse(Setting(PortPattern()), CultureInfo.InvariantCulture),
-            int.Parse(Setting(WorkersPattern()), CultureInfo.InvariantCulture),
-            Setting(SignalsPattern()).Split(',', StringSplitOptions.RemoveEmptyEntries),
-            int.Parse(Setting(ShutdownPattern()), CultureInfo.InvariantCulture));
-    }
-
-    [GeneratedRegex(@"const int DefaultPort = (\d+);")]
-    private static partial Regex PortPattern();
-
-    [GeneratedRegex(@"const int DefaultWorkers = (\d+);")]
-    private static partial Regex WorkersPattern();
-
-    [GeneratedRegex(@"const string DefaultSignals = ""([A-Z0-9,]*)"";")]
-    private static partial Regex SignalsPattern();
-
-    [GeneratedRegex(@"ShutdownTimeout \{ get; private set; \} = TimeSpan\.FromSeconds\((\d+)\);")]
-    private static partial Regex ShutdownPattern();
-}
-
-internal sealed record Instruction(string Keyword, string Arguments, int Line);
-
-internal sealed record Stage(string Image, string? Name, List<Instruction> Instructions)
-{
-    public IEnumerable<Instruction> All(string keyword) => Instructions.Where(i => i.Keyword == keyword);
-}
-
-/// <summary>A Dockerfile reader for what ours uses: line continuations, comments, stages, plain and exec forms.</summary>
-internal static class Dockerfile
-{
-    public static List<Stage> Parse(string text)
-    {
-        var stages = new List<Stage>();
-        string[] lines = text.Split('\n');
-        for (int i = 0; i < lines.Length; i++)
-        {
-            int first = i + 1;
-            string line = lines[i].Trim();
-            if (line.Length == 0 || line.StartsWith('#')) continue;
-            while (line.EndsWith('\\') && i + 1 < lines.Length)
-            {
-                string next = lines[++i].Trim();
-                if (next.StartsWith('#')) continue;
-                line = line[..^1].TrimEnd() + " " + next;
-            }
-            int space = line.IndexOf(' ');
-            string keyword = (space < 0 ? line : line[..space]).ToUpperInvariant();
-            string arguments = space < 0 ? "" : line[(space + 1)..].Trim();
-            if (keyword == "FROM")
-            {
-                string[] words = [.. arguments.Split(' ', StringSplitOptions.RemoveEmptyEntries).Where(w => !w.StartsWith("--", StringComparison.Ordinal))];
-                string? name = words.Length == 3 && words[1].Equals("AS", StringComparison.OrdinalIgnoreCase) ? words[2] : null;
-                Assert.True(words.Length == 1 || name is not null, $"line {first}: FROM {arguments}");
-                stages.Add(new Stage(words[0], name, []));
-            }
-            else
-            {
-                Assert.True(stages.Count > 0, $"line {first}: {keyword} before the first FROM");
-                stages[^1].Instructions.Add(new Instruction(keyword, arguments, first));
-            }
-        }
-        return stages;
-    }
-
-    public static string[] Words(Instruction instruction)
-    {
-        Assert.DoesNotMatch(@"[&|;<>`""']|\$\(", instruction.Arguments); // one plain command, no shell syntax
-        return instruction.Arguments.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-    }
-
-    /// <summary>The value after an option (<c>-o /app</c>), or null.</summary>
-    public static string? Option(string[] words, string option)
-    {
-        int at = Array.IndexOf(words, option);
-        return at >= 0 && at + 1 < words.Length ? words[at + 1] : null;
-    }
-
-    /// <summary>COPY's --from stage (null for the build context) and its sources and destination.</summary>
-    public static (string? From, string[] Items) CopyArguments(Instruction copy)
-    {
-        string[] words = copy.Arguments.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-        string? from = words.Where(w => w.StartsWith("--from=", StringComparison.Ordinal)).Select(w => w["--from=".Length..]).SingleOrDefault();
-        string[] items = [.. words.Where(w => !w.StartsWith("--", StringComparison.Ordinal))];
-        Assert.True(items.Length >= 2 && !items.Any(i => i.Contains('*') || i.StartsWith('[')), $"line {copy.Line}: COPY {copy.Arguments}");
-        return (from, items);
-    }
-
-    /// <summary>The exec (JSON array) form of ENTRYPOINT or CMD; the shell form would put a shell, not the master, at PID 1.</summary>
-    public static string[] ExecForm(Instruction instruction)
-    {
-        Assert.StartsWith("[", instruction.Arguments);
-        return JsonSerializer.Deserialize<string[]>(instruction.Arguments)!;
-    }
-
-    public static string Expand(string word, IReadOnlyDictionary<string, string> args, Instruction step) =>
-        Regex.Replace(word, @"\$\{?(\w+)\}?", m => args.TryGetValue(m.Groups[1].Value, out string? value) ? value
-            : throw new Xunit.Sdk.XunitException($"line {step.Line}: ${m.Groups[1].Value} is not an ARG of this stage"));
-}
-
-/// <summary>
-/// .dockerignore as Docker reads it: each line a pattern relative to the context ('**' any
-/// number of directories, '*' and '?' within one), '!' re-includes; a path is left out when
-/// the last pattern that matches it or one of its parent directories is not a '!' one.
-/// </summary>
-internal sealed class DockerIgnore
-{
-    private readonly List<(Regex Pattern, bool Exclude)> rules = [];
-
-    public DockerIgnore(string text)
-    {
-        foreach (string raw in text.Split('\n'))
-        {
-            string line = raw.Trim();
-            if (line.Length == 0 || line.StartsWith('#')) continue;
-            bool exclude = !line.StartsWith('!');
-            string pattern = line.TrimStart('!').Trim().Trim('/');
-            var regex = new System.Text.StringBuilder("^");
-            for (int i = 0; i < pattern.Length; i++)
-            {
-                char c = pattern[i];
-                if (c == '*' && i + 1 < pattern.Length && pattern[i + 1] == '*')
-                {
-                    i++;
-                    if (i + 1 < pattern.Length && pattern[i + 1] == '/') { i++; regex.Append("(.*/)?"); }
-                    else regex.Append(".*");
-                }
-                else if (c == '*') regex.Append("[^/]*");
-                else if (c == '?') regex.Append("[^/]");
-                else regex.Append(Regex.Escape(c.ToString()));
-            }
-            rules.Add((new Regex(regex.Append('$').ToString()), exclude));
-        }
-    }
-
-    public bool Excludes(string path)
-    {
-        string[] parts = path.Split('/');
-        bool excluded = false;
-        foreach (var (pattern, exclude) in rules)
-        {
-            bool matches = Enumerable.Range(1, parts.Length).Any(n => pattern.IsMatch(string.Join('/', parts[..n])));
-            if (matches) excluded = exclude;
-        }
-        return excluded;
-    }
-}
-
-/// <summary>Paths into a YAML document; a missing one fails the test with the path.</summary>
-internal static class Yaml
-{
-    public static YamlNode Node(YamlNode node, params string[] path)
-    {
-        foreach (string key in path)
-        {
-            if (node is not YamlMappingNode map || !map.Children.TryGetValue(new YamlScalarNode(key), out YamlNode? child))
-                throw new Xunit.Sdk.XunitException($"no '{string.Join('.', path)}' (missing '{key}')");
-            node = child;
-        }
-        return node;
-    }
-
-    public static string Text(YamlNode node, params string[] path) =>
-        Node(node, path) is YamlScalarNode { Value: string value } ? value : throw new Xunit.Sdk.XunitException($"'{string.Join('.', path)}' is not a value");
-
-    public static int Int(YamlNode node, params string[] path) =>
-        int.TryParse(Text(node, path), NumberStyles.None, CultureInfo.InvariantCulture, out int value) ? value
-            : throw new Xunit.Sdk.XunitException($"'{string.Join('.', path)}' is not a whole number: {Text(node, path)}");
-
-    public static YamlMappingNode Map(YamlNode node, params string[] path) =>
-        Node(node, path) as YamlMappingNode ?? throw new Xunit.Sdk.XunitException($"'{string.Join('.', path)}' is not a mapping");
-
-    public static YamlSequenceNode Seq(YamlNode node, params string[] path) =>
-        Node(node, path) as YamlSequenceNode ?? throw new Xunit.Sdk.XunitException($"'{string.Join('.', path)}' is not a list");
 }

@@ -13,7 +13,7 @@ namespace PreforkTemplates.Tests;
 [Collection("template")]
 public sealed class GeneratedTestsTests(TemplateFixture fixture, ITestOutputHelper output)
 {
-    private static Scenario Get(string id) => TemplateFixture.Scenarios.Single(s => s.Id == id);
+    private static Scenario Get(string id) => TemplateFixture.Get(id);
 
     /// <summary>The generated tests of the greeting handler (the default).</summary>
     private static readonly string[] GreetingTests =
@@ -71,7 +71,7 @@ public sealed class GeneratedTestsTests(TemplateFixture fixture, ITestOutputHelp
     {
         Scenario scenario = Get("include-tests");
         string copy = Path.Combine(fixture.WorkDir, "out", "include-tests-changed-handler");
-        CopyWithoutBuildOutput(await fixture.GeneratedAsync(scenario), copy);
+        Tree.Copy(await fixture.GeneratedAsync(scenario), copy, Tree.NotBuildOutput);
 
         // The handler now sends the greeting in capitals ("HELLO FROM {PID}"), as a user's
         // change to Handler.cs would, while Settings.DefaultGreeting stays as it was.
@@ -105,17 +105,5 @@ public sealed class GeneratedTestsTests(TemplateFixture fixture, ITestOutputHelp
             .ToDictionary(r => (string)r.Attribute("testName")!, r => (string)r.Attribute("outcome")!);
         foreach (var (test, outcome) in outcomes) output.WriteLine($"{outcome}: {test}");
         return new TestRun(result, outcomes, (int)counters.Attribute("total")!, (int)counters.Attribute("passed")!, (int)counters.Attribute("failed")!);
-    }
-
-    private static void CopyWithoutBuildOutput(string from, string to)
-    {
-        foreach (string file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories))
-        {
-            string relative = Path.GetRelativePath(from, file);
-            if (relative.Split(Path.DirectorySeparatorChar).Any(part => part is "bin" or "obj")) continue;
-            string target = Path.Combine(to, relative);
-            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-            File.Copy(file, target, overwrite: true);
-        }
     }
 }

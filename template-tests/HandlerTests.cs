@@ -21,7 +21,7 @@ public sealed partial class HandlerTests(TemplateFixture fixture, ITestOutputHel
 
     private async Task<ServerProcess> Start(string scenario, params string[] args)
     {
-        string dir = await fixture.BuiltAsync(TemplateFixture.Scenarios.Single(s => s.Id == scenario));
+        string dir = await fixture.BuiltAsync(TemplateFixture.Get(scenario));
         return ServerProcess.Start(dir, ["--host", "127.0.0.1", "--port", "0", "--workers", "2", .. args]).WaitUntilReady();
     }
 

@@ -185,7 +185,7 @@ public sealed class OperationsTests(TemplateFixture fixture, ITestOutputHelper o
         // A copy of the build, so that it can be broken on disk as a bad deployment would.
         string dir = await fixture.BehaviourProjectAsync();
         string copy = Path.Combine(fixture.WorkDir, $"broken-{Guid.NewGuid():N}");
-        CopyDirectory(ServerProcess.OutputOf(dir), copy);
+        Tree.Copy(ServerProcess.OutputOf(dir), copy);
         using var server = ServerProcess.StartCommand([Path.Combine(copy, "Behave"), "--host", "127.0.0.1", "--port", "0", "--workers", "5"]).WaitUntilReady();
         IReadOnlyList<int> workers = server.Children();
         using var load = new Load(server.Port);
@@ -269,7 +269,7 @@ public sealed class OperationsTests(TemplateFixture fixture, ITestOutputHelper o
         string notifyPath = Path.Combine(fixture.WorkDir, $"notify-{Guid.NewGuid():N}.sock");
         using var notify = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
         notify.Bind(new UnixDomainSocketEndPoint(notifyPath));
-        int port = FreePort();
+        int port = Client.FreePort();
 
         using var server = ServerProcess.StartCommand(["systemd-socket-activate", "-l", $"127.0.0.1:{port}",
             "-E", $"NOTIFY_SOCKET={notifyPath}", binary, "--workers", "3"]);
@@ -302,23 +302,5 @@ public sealed class OperationsTests(TemplateFixture fixture, ITestOutputHelper o
         string stopping = Encoding.UTF8.GetString(buffer, 0, notify.Receive(buffer));
         Assert.Equal("STOPPING=1", stopping);
         Assert.Equal(0, server.WaitForExit(TimeSpan.FromSeconds(20)));
-    }
-
-    private static int FreePort()
-    {
-        using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        return ((IPEndPoint)probe.LocalEndPoint!).Port;
-    }
-
-    private static void CopyDirectory(string from, string to)
-    {
-        foreach (string file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories))
-        {
-            string target = Path.Combine(to, Path.GetRelativePath(from, file));
-            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-            File.Copy(file, target);
-            File.SetUnixFileMode(target, File.GetUnixFileMode(file));
-        }
     }
 }

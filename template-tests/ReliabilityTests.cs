@@ -106,7 +106,7 @@ public sealed partial class ReliabilityTests(TemplateFixture fixture, ITestOutpu
         server.Signal(signal);
         Task<TimeSpan?> refusal = Client.FirstRefusalAsync(server.Port, clock, TimeSpan.FromSeconds(15));
 
-        string reply = ReadToEnd(slow);
+        string reply = Encoding.UTF8.GetString(Client.ReadToEnd(slow));
         int? code = server.WaitForExit(TimeSpan.FromSeconds(30));
         TimeSpan exited = clock.Elapsed;
         TimeSpan? refusedAt = await refusal;
@@ -339,7 +339,7 @@ public sealed partial class ReliabilityTests(TemplateFixture fixture, ITestOutpu
     [Fact]
     public async Task With_few_descriptors_a_worker_stops_accepting_instead_of_aborting_and_serves_again_when_clients_leave()
     {
-        string dir = await fixture.BuiltAsync(TemplateFixture.Scenarios.Single(s => s.Id == "handler-echo"));
+        string dir = await fixture.BuiltAsync(TemplateFixture.Get("handler-echo"));
         // `ulimit -n` sets the soft and the hard limit: the server cannot raise it.
         using var server = ServerProcess.StartCommand(["bash", "-c", "ulimit -n 256 && exec \"$@\"", "server",
             ServerProcess.ProgramOf(dir), "--host", "127.0.0.1", "--port", "0", "--workers", "2"]).WaitUntilReady();
@@ -419,15 +419,6 @@ public sealed partial class ReliabilityTests(TemplateFixture fixture, ITestOutpu
     private static string Posix(Signum signal) => signal.ToString()[3..];
 
     private static string Ms(TimeSpan? time) => time is null ? "never" : $"{time.Value.TotalMilliseconds:0} ms";
-
-    private static string ReadToEnd(Socket socket)
-    {
-        using var buffer = new MemoryStream();
-        var chunk = new byte[1024];
-        int n;
-        while ((n = socket.Receive(chunk)) > 0) buffer.Write(chunk, 0, n);
-        return Encoding.UTF8.GetString(buffer.ToArray());
-    }
 
     /// <summary>A client of the echo server that connects, sends "first N\n", and then waits.</summary>
     private sealed class EchoClient : IDisposable

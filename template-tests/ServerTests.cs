@@ -22,7 +22,7 @@ public sealed class ServerTests(TemplateFixture fixture, ITestOutputHelper outpu
     [Fact]
     public async Task Nasty_greeting_arrives_byte_for_byte()
     {
-        string dir = await fixture.BuiltAsync(TemplateFixture.Scenarios.Single(s => s.Id == "nasty-greeting"));
+        string dir = await fixture.BuiltAsync(TemplateFixture.Get("nasty-greeting"));
         using var server = Start(dir);
         byte[] reply = Client.Fetch(server.Port);
         var children = server.Children();

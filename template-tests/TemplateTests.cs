@@ -13,7 +13,7 @@ public sealed partial class TemplateTests(TemplateFixture fixture, ITestOutputHe
 {
     public static TheoryData<string> ScenarioIds() => [.. TemplateFixture.Scenarios.Select(s => s.Id)];
 
-    private static Scenario Get(string id) => TemplateFixture.Scenarios.Single(s => s.Id == id);
+    private static Scenario Get(string id) => TemplateFixture.Get(id);
 
     /// <remarks>
     /// defaults and everything are kept whole; every other scenario keeps the list of its files

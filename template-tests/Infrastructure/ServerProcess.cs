@@ -252,6 +252,12 @@ public static class Client
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         socket.ReceiveTimeout = (int)(timeout ?? TimeSpan.FromSeconds(10)).TotalMilliseconds;
         socket.Connect(IPAddress.Loopback, port);
+        return ReadToEnd(socket);
+    }
+
+    /// <summary>Reads until the server closes the connection.</summary>
+    public static byte[] ReadToEnd(Socket socket)
+    {
         using var buffer = new MemoryStream();
         var chunk = new byte[4096];
         int n;
@@ -309,6 +315,14 @@ public static class Client
             await Task.Delay(10);
         }
         return null;
+    }
+
+    /// <summary>A port that was free a moment ago, on 127.0.0.1 (for a program that must be told its port).</summary>
+    public static int FreePort()
+    {
+        using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return ((IPEndPoint)probe.LocalEndPoint!).Port;
     }
 
     public static bool PortIsFree(int port)

@@ -44,6 +44,9 @@ public sealed class TemplateFixture : IAsyncLifetime
         new("everything", "My.Server-2", ["--handler", "http", "--include-tests", "--docker", "--deploy", "--systemd", "--aot", "--workers", "3"]),
     ];
 
+    /// <summary>The scenario of that id.</summary>
+    public static Scenario Get(string id) => Scenarios.Single(s => s.Id == id);
+
     public string RepoRoot { get; } = FindRepoRoot();
     public string WorkDir { get; } = Path.Combine(Path.GetTempPath(), "prefork-tests-" + Guid.NewGuid().ToString("N")[..8]);
     public string Hive => Path.Combine(WorkDir, "hive");
