@@ -97,8 +97,4 @@ internal sealed partial class Master
         foreach (WorkerProcess worker in workers) Posix.Kill(worker.Pid, (int)signal);
         if (signal == Signum.SIGKILL) killAt = long.MaxValue; // once is enough
     }
-
-    /// <summary>PID 1: reap the orphans that are not our workers or our new master.</summary>
-    private void ReapOrphans() =>
-        Orphans.ReapAllBut(workers.Select(w => w.Pid).Append(newMaster?.Id ?? 0).ToHashSet());
 }

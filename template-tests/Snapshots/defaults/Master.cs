@@ -264,6 +264,10 @@ internal sealed partial class Master
             Log.Info($"worker {worker.Index} failed to start; next try in {delay} ms");
     }
 
+    /// <summary>PID 1: reap the orphans that are not our workers or our new master.</summary>
+    private void ReapOrphans() =>
+        Orphans.ReapAllBut(workers.Select(w => w.Pid).Append(newMaster?.Id ?? 0).ToHashSet());
+
     /// <summary>
     /// Brings the pool to its size: starts the missing indexes, stops the surplus, and replaces
     /// one at a time the workers of an older generation (HUP) or that asked to retire.
