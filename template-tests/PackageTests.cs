@@ -94,8 +94,10 @@ public sealed class PackageTests(TemplateFixture fixture, ITestOutputHelper outp
     [Fact]
     public async Task Newer_build_replaces_an_older_one_as_the_readme_says()
     {
-        string readme = File.ReadAllText(Path.Combine(fixture.RepoRoot, "README.md"));
-        Assert.Contains("dotnet new install PreforkTemplates@<version> --add-source out", readme);
+        // The README's own command, the part after its `dotnet pack ... &&` (the package is packed already).
+        string line = File.ReadAllLines(Path.Combine(fixture.RepoRoot, "README.md"))
+            .Single(l => l.Contains("dotnet new install PreforkTemplates@<version>", StringComparison.Ordinal));
+        string command = line[(line.IndexOf("&& ", StringComparison.Ordinal) + 3)..];
 
         string older = Path.Combine(fixture.WorkDir, "pack-older");
         CliResult pack = await Cli.DotnetAsync(["pack", Path.Combine(fixture.RepoRoot, "PreforkTemplates.csproj"), "-c", "Release",
@@ -107,8 +109,12 @@ public sealed class PackageTests(TemplateFixture fixture, ITestOutputHelper outp
         CliResult first = await Cli.DotnetAsync(["new", "install", Path.Combine(older, "PreforkTemplates.1.0.0.nupkg"), "--debug:custom-hive", hive]);
         Assert.True(first.ExitCode == 0, Cli.Describe(first));
 
-        CliResult upgrade = await Cli.DotnetAsync(["new", "install", $"PreforkTemplates@{Version}",
-            "--add-source", Path.GetDirectoryName(fixture.PackagePath)!, "--debug:custom-hive", hive]);
+        // Run as pasted, in bash, from a folder whose out/ holds the newer package.
+        string folder = Path.Combine(fixture.WorkDir, "upgrade-as-pasted");
+        Directory.CreateDirectory(Path.Combine(folder, "out"));
+        File.Copy(fixture.PackagePath, Path.Combine(folder, "out", Path.GetFileName(fixture.PackagePath)), overwrite: true);
+        CliResult upgrade = await Cli.RunAsync("bash", ["-c", command.Replace("<version>", Version, StringComparison.Ordinal) + " --debug:custom-hive \"$0\"", hive],
+            workingDirectory: folder);
         output.WriteLine(upgrade.Output);
         Assert.True(upgrade.ExitCode == 0, Cli.Describe(upgrade));
         Assert.Contains($"PreforkTemplates (version 1.0.0) is already installed, it will be replaced with version {Version}", upgrade.StdOut);

@@ -68,7 +68,8 @@ internal sealed partial class Master
         generation++;
         reloading = true;
         systemd.Notify($"RELOADING=1\nMONOTONIC_USEC={Stopwatch.GetTimestamp() / (Stopwatch.Frequency / 1_000_000)}");
-        Log.Info($"HUP: configuration reloaded; replacing {Serving().Count} workers one at a time");
+        int serving = Serving().Count;
+        Log.Info($"HUP: configuration reloaded; replacing {serving} workers one at a time" + (serving == target ? "" : $", {target} from now on"));
     }
 
     private void LogStatistics()

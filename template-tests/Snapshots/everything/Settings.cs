@@ -96,9 +96,9 @@ public sealed class Settings
             (s, v) => s.MaxConnectionsJitter = Int("max-connections-jitter", v, 0, 1_000_000_000), s => Str(s.MaxConnectionsJitter)),
         new("upgrade-timeout", "seconds a new master (USR2) has to get all its workers ready, 1 to 3600",
             (s, v) => s.UpgradeTimeout = TimeSpan.FromSeconds(Int("upgrade-timeout", v, 1, 3600)), s => Str((int)s.UpgradeTimeout.TotalSeconds)),
-        new("pid-file", "file the master writes its pid to (empty: none)",
+        new("pid-file", "file the master writes its pid to; empty: none",
             (s, v) => s.PidFile = v, s => s.PidFile),
-        new("config", "file of name = value lines for these options, read at start and again on HUP (empty: none)",
+        new("config", "file of name = value lines for these options, read at start and again on HUP; empty: none",
             (s, v) => s.ConfigFile = v, s => s.ConfigFile),
     ];
 
@@ -250,7 +250,8 @@ public sealed class Settings
         foreach (Option option in Options)
         {
             text.AppendLine($"  --{option.Name} <value>".PadRight(39) + $" {option.Variable}");
-            text.AppendLine($"      {option.Help} (default: {option.Get(defaults)})");
+            string value = option.Get(defaults);
+            text.AppendLine($"      {option.Help} (default: {(value.Length == 0 ? "empty" : value)})");
         }
         text.AppendLine("  -h, --help".PadRight(40) + "show this help");
         text.AppendLine("  --version".PadRight(40) + "show the version");
