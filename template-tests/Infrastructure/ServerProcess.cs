@@ -181,6 +181,10 @@ public sealed partial class ServerProcess : IDisposable
         pids.AddRange(masters);
         pids.AddRange(StartedWorkers());
         foreach (int pid in pids.Distinct().Where(Ours)) Syscall.kill(pid, Signum.SIGKILL);
+        // Anything else of our group: a server that is PID 1 of a PID namespace of its own
+        // (it logs itself as 1, its workers by their namespace's pids) outlives the unshare
+        // killed above.
+        foreach (int pid in Proc.InGroup(Pid).Where(Ours)) Syscall.kill(pid, Signum.SIGKILL);
         if (!shell.WaitForExit(TimeSpan.FromSeconds(10))) shell.Kill();
         shell.Dispose();
     }
@@ -201,6 +205,12 @@ public static class Proc
         [.. Directory.EnumerateDirectories("/proc")
             .Select(d => int.TryParse(Path.GetFileName(d), out int pid) ? pid : 0)
             .Where(pid => pid > 0 && Stat(pid) is { } s && s.Parent == parent && s.State != 'Z')];
+
+    /// <summary>The live processes of a process group.</summary>
+    public static IReadOnlyList<int> InGroup(int group) =>
+        [.. Directory.EnumerateDirectories("/proc")
+            .Select(d => int.TryParse(Path.GetFileName(d), out int pid) ? pid : 0)
+            .Where(pid => pid > 0 && Stat(pid) is { } s && s.Group == group && s.State != 'Z')];
 
     /// <summary>Exited children of <paramref name="parent"/> that it has not reaped yet.</summary>
     public static IReadOnlyList<int> ZombiesOf(int parent) =>
