@@ -75,8 +75,7 @@ public sealed partial class ReliabilityTests(TemplateFixture fixture, ITestOutpu
     {
         Thread.Sleep(700); // a heartbeat (every 500 ms) carries the counts
         int before = server.Log.Count;
-        server.Signal(Signum.SIGUSR1);
-        server.WaitForLog("USR1: ", count: server.Log.Count(l => l.Contains("USR1: ", StringComparison.Ordinal)) + 1);
+        server.SignalAndWaitForLog(Signum.SIGUSR1, "USR1: ");
         Proc.WaitUntil(() => server.Log.Skip(before).Count(l => l.Contains(": age ", StringComparison.Ordinal)) >= N, TimeSpan.FromSeconds(5));
         return [.. server.Log.Skip(before).Select(l => CollectionsLine().Match(l)).Where(m => m.Success)
             .Select(m => (long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture), int.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture)))];
@@ -258,27 +257,18 @@ public sealed partial class ReliabilityTests(TemplateFixture fixture, ITestOutpu
         }
 
         Assert.True(Proc.IsAlive(master), "the master died in the storm:\n" + server.LogText);
-        int usr1 = server.Log.Count(l => l.Contains("USR1: ", StringComparison.Ordinal));
-        server.Signal(Signum.SIGUSR1);
-        server.WaitForLog("USR1: ", count: usr1 + 1);
+        server.SignalAndWaitForLog(Signum.SIGUSR1, "USR1: ");
         Assert.Contains(server.Log, l => l.Contains($" workers (target {target}), generation ", StringComparison.Ordinal));
         Assert.True(Proc.WaitUntil(() => server.Children().Count == target, TimeSpan.FromSeconds(20)),
             $"the pool did not come back to {target} (has {server.Children().Count}):\n" + server.LogText);
         // One at a time: a signal sent again before the first is handled is delivered once.
-        for (; target < N; target++)
-        {
-            server.Signal(Signum.SIGTTIN);
-            server.WaitForLog($"TTIN: {target + 1} workers", count: server.Log.Count(l => l.EndsWith($"TTIN: {target + 1} workers", StringComparison.Ordinal)) + 1);
-        }
-        for (; target > N; target--)
-        {
-            server.Signal(Signum.SIGTTOU);
-            server.WaitForLog($"TTOU: {target - 1} workers", count: server.Log.Count(l => l.EndsWith($"TTOU: {target - 1} workers", StringComparison.Ordinal)) + 1);
-        }
+        for (; target < N; target++) server.SignalAndWaitForLog(Signum.SIGTTIN, $"TTIN: {target + 1} workers");
+        for (; target > N; target--) server.SignalAndWaitForLog(Signum.SIGTTOU, $"TTOU: {target - 1} workers");
         Assert.True(Proc.WaitUntil(() => server.Children().Count == N, TimeSpan.FromSeconds(20)), "the pool did not come back to 5:\n" + server.LogText);
         load.WaitForSuccesses(1000);
         var (after, left) = FewestOpenFiles(server, N, TimeSpan.FromSeconds(15), stopAt: baseline);
-        string assemblies = string.Join(", ", Kinds(left).Where(k => k.Key.EndsWith(".dll", StringComparison.Ordinal) && k.Value > Kinds(before).GetValueOrDefault(k.Key)).Select(k => Path.GetFileName(k.Key)));
+        Dictionary<string, int> was = Kinds(before), now = Kinds(left);
+        string assemblies = string.Join(", ", now.Where(k => k.Key.EndsWith(".dll", StringComparison.Ordinal) && k.Value > was.GetValueOrDefault(k.Key)).Select(k => Path.GetFileName(k.Key)));
         load.Dispose();
         Report($"signal storm, 20 s ({signals} signals, {kills} worker kills, recycling): {load.Summary()}; " +
                $"master descriptors other than assemblies: {baseline} before, {after} after (assemblies loaded since: {(assemblies.Length == 0 ? "none" : assemblies)}); " +
@@ -290,7 +280,7 @@ public sealed partial class ReliabilityTests(TemplateFixture fixture, ITestOutpu
         // Pipes and sockets are what workers cost the master: there must be no more than before.
         // An assembly the runtime loads the first time a path runs (2 descriptors each) is not a leak.
         Assert.True(after <= baseline, $"the master has {after} descriptors (not counting assemblies) open after the storm, {baseline} before; more of: " +
-            string.Join(", ", Kinds(left).Where(k => k.Value > Kinds(before).GetValueOrDefault(k.Key)).Select(k => $"{k.Key} ({Kinds(before).GetValueOrDefault(k.Key)} -> {k.Value})")));
+            string.Join(", ", now.Where(k => k.Value > was.GetValueOrDefault(k.Key)).Select(k => $"{k.Key} ({was.GetValueOrDefault(k.Key)} -> {k.Value})")));
     }
 
     /// <summary>After a HUP, the pid of the first worker being replaced, once its replacement has started.</summary>

@@ -34,7 +34,7 @@ public sealed partial class TemplateTests(TemplateFixture fixture, ITestOutputHe
             return;
         }
         Scenario defaults = Get("defaults");
-        string baseDir = Environment.GetEnvironmentVariable("UPDATE_SNAPSHOTS") == "1"
+        string baseDir = Snapshot.Updating
             ? await fixture.GeneratedAsync(defaults) // written from the tree itself, whatever the order of the cases
             : Path.Combine(snapshots, defaults.Id);
         Snapshot.MatchAgainst(dir, Path.Combine(snapshots, id), baseDir,

@@ -154,6 +154,14 @@ public sealed partial class ServerProcess : IDisposable
 
     public void Signal(Signum signal, int? pid = null) => Syscall.kill(pid ?? MasterPid, signal);
 
+    /// <summary>Sends a signal to the master and waits for one more log line with <paramref name="text"/> than there was.</summary>
+    public void SignalAndWaitForLog(Signum signal, string text)
+    {
+        int seen = log.Count(l => l.Contains(text, StringComparison.Ordinal));
+        Signal(signal);
+        WaitForLog(text, count: seen + 1);
+    }
+
     /// <summary>Sends a signal to the whole process group, as a terminal's Ctrl+C does.</summary>
     public void SignalGroup(Signum signal) => Syscall.kill(-Pid, signal);
 

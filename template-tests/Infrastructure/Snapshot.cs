@@ -23,7 +23,8 @@ public static class Snapshot
 
     private static readonly string[] Ignored = ["bin", "obj"];
 
-    private static bool Update => Environment.GetEnvironmentVariable("UPDATE_SNAPSHOTS") == "1";
+    /// <summary>UPDATE_SNAPSHOTS=1: the snapshots are being rewritten, not compared.</summary>
+    public static bool Updating => Environment.GetEnvironmentVariable("UPDATE_SNAPSHOTS") == "1";
 
     private static bool Ci => string.Equals(Environment.GetEnvironmentVariable("CI"), "true", StringComparison.OrdinalIgnoreCase);
 
@@ -102,7 +103,7 @@ public static class Snapshot
     /// <summary>Writes the snapshot instead of comparing when asked to, or when it is missing outside CI.</summary>
     private static bool WroteInstead(string snapshotDir, Action write)
     {
-        if (Update)
+        if (Updating)
         {
             if (Directory.Exists(snapshotDir)) Directory.Delete(snapshotDir, recursive: true);
             write();
