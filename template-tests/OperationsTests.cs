@@ -291,7 +291,9 @@ public sealed class OperationsTests(TemplateFixture fixture, ITestOutputHelper o
         string message = Encoding.UTF8.GetString(buffer, 0, notify.Receive(buffer));
         // At READY=1 every worker must already accept: all three run, and the master had logged
         // "pool ready" (it does so only once each worker has said it accepts) before notifying.
-        int children = server.Children().Count;
+        // systemd-socket-activate executes the master in its own process, so its pid is the
+        // master's; the log line that tells it may not have been read yet.
+        int children = Proc.ChildrenOf(server.Pid).Count;
         Assert.Contains("READY=1", message);
         Assert.Equal(3, children);
         server.WaitForLog("pool ready: 3 workers accepting", TimeSpan.FromSeconds(5));

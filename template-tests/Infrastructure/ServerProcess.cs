@@ -166,7 +166,11 @@ public sealed partial class ServerProcess : IDisposable
     public void SignalGroup(Signum signal) => Syscall.kill(-Pid, signal);
 
     /// <summary>The master's live child processes (its workers), from /proc.</summary>
-    public IReadOnlyList<int> Children() => Proc.ChildrenOf(MasterPid);
+    /// <summary>The master's live workers. Only after its "listening on" line was read: before it,
+    /// MasterPid is 0, and the children of 0 are init and kthreadd.</summary>
+    public IReadOnlyList<int> Children() => MasterPid != 0
+        ? Proc.ChildrenOf(MasterPid)
+        : throw new InvalidOperationException("the master's pid is not known yet: its \"listening on\" line has not been read");
 
     /// <summary>Every worker pid the master has reported starting, alive or not.</summary>
     public IReadOnlyList<int> StartedWorkers()
