@@ -23,7 +23,7 @@ namespace PreforkTemplates.Tests;
 [Collection("template")]
 public sealed class DeployTests(TemplateFixture fixture, ITestOutputHelper output)
 {
-    public static TheoryData<string> DockerScenarios() => ["docker", "docker-aot", "deploy", "everything"];
+    public static TheoryData<string> DockerScenarios() => ["docker", "docker-aot", "docker-http", "deploy", "everything"];
     public static TheoryData<string> DeployScenarios() => ["deploy", "everything"];
 
     private static Scenario Get(string id) => TemplateFixture.Get(id);
@@ -43,8 +43,8 @@ public sealed class DeployTests(TemplateFixture fixture, ITestOutputHelper outpu
         Stage build = stages[0], run = stages[1];
         string version = project.FrameworkVersion; // net10.0 -> 10.0
         Assert.Equal($"mcr.microsoft.com/dotnet/sdk:{version}-noble{(project.Aot ? "-aot" : "")}", build.Image);
-        Assert.Equal(project.Aot
-            ? $"mcr.microsoft.com/dotnet/runtime-deps:{version}-noble-chiseled"
+        Assert.Equal(project.Aot ? $"mcr.microsoft.com/dotnet/runtime-deps:{version}-noble-chiseled"
+            : project.AspNetCore ? $"mcr.microsoft.com/dotnet/aspnet:{version}-noble-chiseled"
             : $"mcr.microsoft.com/dotnet/runtime:{version}-noble-chiseled", run.Image);
         Assert.NotNull(build.Name);
 
@@ -232,11 +232,15 @@ public sealed class DeployTests(TemplateFixture fixture, ITestOutputHelper outpu
         }
         else
         {
-            // runtime:X.Y has .NET X.Y: the program must ask for that framework.
+            // runtime:X.Y has .NET X.Y, aspnet:X.Y also ASP.NET Core X.Y: the program must ask
+            // for those frameworks and no other.
             using JsonDocument config = JsonDocument.Parse(File.ReadAllText(program + ".runtimeconfig.json"));
-            JsonElement framework = config.RootElement.GetProperty("runtimeOptions").GetProperty("framework");
-            Assert.Equal("Microsoft.NETCore.App", framework.GetProperty("name").GetString());
-            Assert.StartsWith(project.FrameworkVersion + ".", framework.GetProperty("version").GetString());
+            JsonElement options = config.RootElement.GetProperty("runtimeOptions");
+            JsonElement[] frameworks = options.TryGetProperty("frameworks", out JsonElement list)
+                ? [.. list.EnumerateArray()] : [options.GetProperty("framework")];
+            string[] expected = project.AspNetCore ? ["Microsoft.AspNetCore.App", "Microsoft.NETCore.App"] : ["Microsoft.NETCore.App"];
+            Assert.Equal(expected, frameworks.Select(f => f.GetProperty("name").GetString()).Order());
+            Assert.All(frameworks, f => Assert.StartsWith(project.FrameworkVersion + ".", f.GetProperty("version").GetString()));
         }
 
         // It serves, and the image's STOPSIGNAL stops it cleanly (in the container it listens on

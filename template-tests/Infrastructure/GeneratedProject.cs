@@ -5,9 +5,12 @@ using System.Text.RegularExpressions;
 
 namespace PreforkTemplates.Tests.Infrastructure;
 
-/// <summary>What the generated project says about itself: its project file and the defaults in Settings.cs.</summary>
+/// <summary>
+/// What the generated project says about itself: its project file (AspNetCore: it references
+/// the ASP.NET Core shared framework) and the defaults in Settings.cs.
+/// </summary>
 public sealed partial record GeneratedProject(string ProjectFile, string AssemblyName, string FrameworkVersion, bool Aot,
-    int DefaultPort, int Workers, IReadOnlyList<string> Signals, int ShutdownTimeoutSeconds)
+    bool AspNetCore, int DefaultPort, int Workers, IReadOnlyList<string> Signals, int ShutdownTimeoutSeconds)
 {
     public static GeneratedProject Read(string dir)
     {
@@ -24,6 +27,7 @@ public sealed partial record GeneratedProject(string ProjectFile, string Assembl
             Property("AssemblyName"),
             framework[3..],
             bool.Parse(Property("PublishAot")),
+            properties.Descendants("FrameworkReference").Any(r => (string?)r.Attribute("Include") == "Microsoft.AspNetCore.App"),
             int.Parse(Setting(PortPattern()), CultureInfo.InvariantCulture),
             int.Parse(Setting(WorkersPattern()), CultureInfo.InvariantCulture),
             Setting(SignalsPattern()).Split(',', StringSplitOptions.RemoveEmptyEntries),

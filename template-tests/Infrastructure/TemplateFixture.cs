@@ -40,6 +40,7 @@ public sealed class TemplateFixture : IAsyncLifetime
         new("include-tests", "MyServer", ["--include-tests"]),
         new("docker", "MyServer", ["--docker", "--port", "9200"]),
         new("docker-aot", "MyAotServer", ["--docker", "--aot"]),
+        new("docker-http", "MyServer", ["--docker", "--handler", "http"]),
         new("deploy", "MyServer", ["--deploy", "--port", "9300"]),
         new("everything", "My.Server-2", ["--handler", "http", "--include-tests", "--docker", "--deploy", "--systemd", "--aot", "--workers", "3"]),
     ];
@@ -73,6 +74,7 @@ public sealed class TemplateFixture : IAsyncLifetime
         if (Environment.GetEnvironmentVariable("PREFORK_TESTS_LAZY") == "1") return;
         foreach (Scenario scenario in Scenarios) _ = BuiltAsync(scenario);
         _ = BehaviourProjectAsync();
+        _ = HttpBehaviourProjectAsync();
         _ = PublishedAotAsync();
     }
 
@@ -141,6 +143,19 @@ public sealed class TemplateFixture : IAsyncLifetime
         })).Value;
 
     /// <summary>Copies a test-owned Handler.cs (template-tests/Handlers/<paramref name="name"/>) over a generated project's.</summary>
+    /// <summary>
+    /// A --handler http project with the test's own endpoints (Handlers/Http.Handler.cs): slow,
+    /// blocking, failing, body-reading. Built in Release, as it would be deployed.
+    /// </summary>
+    public Task<string> HttpBehaviourProjectAsync() =>
+        built.GetOrAdd("http-behaviour", _ => new Lazy<Task<string>>(async () =>
+        {
+            string dir = await GenerateAsync(new Scenario("http-behaviour", "HttpBehave", ["--handler", "http"]));
+            UseHandler(dir, "Http.Handler.cs");
+            await BuildAsync(dir, "Release");
+            return dir;
+        })).Value;
+
     public void UseHandler(string projectDir, string name) =>
         File.Copy(Path.Combine(RepoRoot, "template-tests", "Handlers", name), Path.Combine(projectDir, "Handler.cs"), overwrite: true);
 

@@ -78,17 +78,33 @@ public sealed class Settings
             (s, v) => s.Greeting = v, s => s.Greeting),
         new("backlog", "length of the kernel's queue of connections not yet accepted, 1 to 65535",
             (s, v) => s.Backlog = Int("backlog", v, 1, 65535), s => Str(s.Backlog)),
+#if (httpHandler)
+        new("max-connections", "connections one worker serves at once, 1 to 100000; a full worker stops accepting (in place of Kestrel's MaxConcurrentConnections, which would accept, then close)",
+#else
         new("max-connections", "connections one worker serves at once, 1 to 100000; a full worker stops accepting",
+#endif
             (s, v) => s.MaxConnections = Int("max-connections", v, 1, 100_000), s => Str(s.MaxConnections)),
         new("shutdown-timeout", "seconds a graceful stop may take before workers are killed, 0 to 3600",
             (s, v) => s.ShutdownTimeout = TimeSpan.FromSeconds(Int("shutdown-timeout", v, 0, 3600)), s => Str((int)s.ShutdownTimeout.TotalSeconds)),
+#if (httpHandler)
+        new("write-timeout", "seconds a client has to send a request's headers, and the grace before a request or response body slower than 240 bytes/s is cut (Kestrel's RequestHeadersTimeout and minimum data rates), 1 to 3600",
+#else
         new("write-timeout", "seconds a client has to take its reply (and to finish sending a request or line it has begun) before it is dropped, 1 to 3600",
+#endif
             (s, v) => s.WriteTimeout = TimeSpan.FromSeconds(Int("write-timeout", v, 1, 3600)), s => Str((int)s.WriteTimeout.TotalSeconds)),
-        new("idle-timeout", "seconds a connection kept open (echo, http keep-alive) may wait for the client's next line or request before it is closed, 1 to 3600",
+#if (httpHandler)
+        new("idle-timeout", "seconds a kept-alive connection may wait for the client's next request before it is closed (Kestrel's KeepAliveTimeout), 1 to 3600",
+#else
+        new("idle-timeout", "seconds a connection kept open (echo) may wait for the client's next line or request before it is closed, 1 to 3600",
+#endif
             (s, v) => s.IdleTimeout = TimeSpan.FromSeconds(Int("idle-timeout", v, 1, 3600)), s => Str((int)s.IdleTimeout.TotalSeconds)),
         new("signals", "signals the server acts on, comma-separated, from " + string.Join(",", Posix.Signals.Keys),
             (s, v) => s.Signals = ParseSignals(v), s => string.Join(",", s.Signals)),
+#if (httpHandler)
+        new("worker-timeout", "seconds a worker may go without a heartbeat (sent through its thread pool: requests that block every thread stop it) before it is killed and replaced, 2 to 3600",
+#else
         new("worker-timeout", "seconds a worker may go without a heartbeat before it is killed and replaced, 2 to 3600",
+#endif
             (s, v) => s.WorkerTimeout = TimeSpan.FromSeconds(Int("worker-timeout", v, 2, 3600)), s => Str((int)s.WorkerTimeout.TotalSeconds)),
         new("max-connections-per-worker", "a worker that has accepted this many is replaced, 0 (never) to 1000000000",
             (s, v) => s.MaxConnectionsPerWorker = Int("max-connections-per-worker", v, 0, 1_000_000_000), s => Str(s.MaxConnectionsPerWorker)),

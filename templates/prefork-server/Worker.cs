@@ -11,7 +11,11 @@ using Mono.Unix.Native;
 /// A worker process. It accepts on the listening socket inherited from the master with a
 /// blocking accept() on one thread (Linux wakes blocked acceptors one at a time, in turn,
 /// which spreads connections evenly over the workers) and serves each connection on the
+#if (httpHandler)
+/// thread pool, with ASP.NET Core (HttpWorker.cs).
+#else
 /// thread pool.
+#endif
 /// </summary>
 internal sealed class Worker
 {
@@ -21,6 +25,10 @@ internal sealed class Worker
     /// <summary>An idle accept() returns this often, so the accepting thread notices a stop.</summary>
     private static readonly TimeSpan AcceptWake = TimeSpan.FromMilliseconds(500);
     private const long HeartbeatMs = 500;
+#if (httpHandler)
+    /// <summary>A thread pool that has not run the heartbeat for this long is stuck: stop accepting.</summary>
+    private const long PoolStallMs = 1000;
+#endif
     private static readonly TimeSpan HandshakeGrace = TimeSpan.FromMilliseconds(100);
 
     /// <summary>
@@ -33,7 +41,11 @@ internal sealed class Worker
 
     private readonly Settings settings;
     private readonly int listenFd;
+#if (httpHandler)
+    private readonly HttpWorker http;
+#else
     private readonly Handler handler;
+#endif
     private readonly int capacity;                 // connections at once: --max-connections, or fewer if ulimit -n says so
     private readonly string capacityReason;
     private readonly SemaphoreSlim slots;          // free connection slots (capacity)
@@ -50,13 +62,21 @@ internal sealed class Worker
     private volatile bool serveWholeQueue;        // no one else will serve the queue: the last holder, or the master is gone
     private int stopRequested;                    // Stop comes from the signal, pipe and accepting threads: once
     private int exiting;
+#if (httpHandler)
+    private int heartbeatQueued;                  // a heartbeat waits for the thread pool
+    private bool poolStalled;
+#endif
 
     private Worker(Settings settings, int listenFd, int index, long fileLimit)
     {
         this.settings = settings;
         this.listenFd = listenFd;
+#if (httpHandler)
+        http = new HttpWorker(settings, index, listenFd, Closed, () => Stop("the application stopped: finishing connections, then exiting"));
+#else
         Deadlines.Use(settings);
         handler = new Handler(settings, index);
+#endif
         // Every connection is a descriptor. What is open now (the runtime's own files, the
         // pipes, the socket) stays open; SpareFiles more may be needed later.
         long byLimit = fileLimit - Posix.OpenFileCount() - SpareFiles;
@@ -117,6 +137,9 @@ internal sealed class Worker
 
         Posix.SetAcceptTimeout(listenFd, AcceptWake);
         if (capacity < settings.MaxConnections) Log.Info($"serving at most {capacity} connections at once: {capacityReason}");
+#if (httpHandler)
+        http.Start();
+#endif
         Tell(ControlPipe.Ready);
 
         AcceptLoop();
@@ -124,6 +147,9 @@ internal sealed class Worker
 
         // Drain: the connections already accepted get their full answer.
         var draining = Stopwatch.StartNew();
+#if (httpHandler)
+        http.Stop(settings.ShutdownTimeout);
+#endif
         while (Volatile.Read(ref inFlight) > 0 && draining.Elapsed < settings.ShutdownTimeout)
             Thread.Sleep(10);
         int left = Volatile.Read(ref inFlight);
@@ -136,6 +162,28 @@ internal sealed class Worker
         bool warnedNoFds = false;
         while (!stopping)
         {
+#if (httpHandler)
+            // The heartbeat goes through the thread pool, which runs every request: a worker
+            // whose pool runs nothing (requests that block all its threads) falls silent, and
+            // the master replaces it.
+            long now = Environment.TickCount64;
+            if (now - lastHeartbeat >= HeartbeatMs && Interlocked.Exchange(ref heartbeatQueued, 1) == 0)
+            {
+                lastHeartbeat = now;
+                ThreadPool.UnsafeQueueUserWorkItem(_ =>
+                {
+                    Tell(new ControlPipe.Heartbeat(Interlocked.Read(ref accepted), Volatile.Read(ref inFlight), GC.CollectionCount(0)).ToString());
+                    Volatile.Write(ref heartbeatQueued, 0);
+                }, null);
+            }
+            // Connections accepted now would wait for a thread with no one to serve them:
+            // leave them to the kernel, for another worker.
+            if (PoolStalled(now))
+            {
+                Thread.Sleep(100);
+                continue;
+            }
+#else
             // The heartbeat comes from this thread, which accepts and starts every connection:
             // a worker stuck here (a handler that blocks) falls silent and the master replaces it.
             long now = Environment.TickCount64;
@@ -144,6 +192,7 @@ internal sealed class Worker
                 lastHeartbeat = now;
                 Tell(new ControlPipe.Heartbeat(accepted, Volatile.Read(ref inFlight), GC.CollectionCount(0)).ToString());
             }
+#endif
 
             // A full worker stops accepting, so the kernel hands the next connection to another.
             if (!TakeSlot()) continue;
@@ -175,6 +224,22 @@ internal sealed class Worker
         }
     }
 
+#if (httpHandler)
+    /// <summary>True while the last heartbeat has waited for the thread pool over <see cref="PoolStallMs"/>; logs when that begins and ends.</summary>
+    private bool PoolStalled(long now)
+    {
+        bool stalled = Volatile.Read(ref heartbeatQueued) == 1 && now - lastHeartbeat > PoolStallMs;
+        if (stalled != poolStalled)
+        {
+            poolStalled = stalled;
+            Log.Info(stalled
+                ? $"the thread pool has run nothing for {PoolStallMs} ms (requests blocking its threads?); not accepting until it does"
+                : "the thread pool runs again; accepting");
+        }
+        return stalled;
+    }
+
+#endif
     /// <summary>
     /// Waits up to <see cref="AcceptWake"/> for a free connection slot. The log says when a
     /// worker stops accepting because it is full, and why (at most every 10 s), and when it
@@ -211,11 +276,23 @@ internal sealed class Worker
             retireSent = true;
             Tell(ControlPipe.Retire);
         }
+#if (httpHandler)
+        http.Serve(client);
+    }
+
+    /// <summary>A connection has closed: its slot is free.</summary>
+    private void Closed()
+    {
+        slots.Release();
+        Interlocked.Decrement(ref inFlight);
+    }
+#else
         // The handler starts here, on the accepting thread, and goes on on the thread pool at
         // its first await that has to wait. A greeting is written at once, so most
         // connections cost no thread switch at all.
         _ = ServeAsync(client);
     }
+#endif
 
     /// <summary>
     /// Stopping for good: first serve the connections already waiting in the kernel's queue
@@ -257,6 +334,7 @@ internal sealed class Worker
         if (drained > 0) Log.Info($"served {drained} queued connection(s) before releasing the listening socket");
     }
 
+#if (!httpHandler)
     private async System.Threading.Tasks.Task ServeAsync(int fd)
     {
         Socket? client = null;
@@ -281,6 +359,7 @@ internal sealed class Worker
             Interlocked.Decrement(ref inFlight);
         }
     }
+#endif
 
     private void WatchMaster()
     {
@@ -307,6 +386,8 @@ internal sealed class Worker
         serveWholeQueue = wholeQueue;
         stopping = true;
         Log.Info(why);
+#if (!httpHandler)
         Deadlines.Stop(); // connections waiting idle for a next request or line are closed now
+#endif
     }
 }
