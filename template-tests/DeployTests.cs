@@ -247,7 +247,13 @@ public sealed class DeployTests(TemplateFixture fixture, ITestOutputHelper outpu
         // 0.0.0.0; here on loopback only).
         using var server = ServerProcess.StartCommand([program, .. entrypoint[1..], "--host", "127.0.0.1", "--port", "0"]).WaitUntilReady();
         Assert.Equal(project.Workers, server.Children().Count);
-        if (!scenario.Arguments.Contains("--handler"))
+        if (project.AspNetCore)
+        {
+            // ASP.NET Core in the workers, from the image's own files (NativeAOT too, in "everything").
+            using var http = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { Timeout = TimeSpan.FromSeconds(30) };
+            Assert.StartsWith("Hello from ", await http.GetStringAsync($"http://127.0.0.1:{server.Port}/"));
+        }
+        else if (!scenario.Arguments.Contains("--handler"))
             Assert.StartsWith("Hello from ", Client.Greet(server.Port));
         string stop = Assert.Single(stages[^1].All("STOPSIGNAL")).Arguments;
         server.Signal(Enum.Parse<Signum>(stop));

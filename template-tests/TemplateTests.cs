@@ -189,6 +189,6 @@ public sealed partial class TemplateTests(TemplateFixture fixture, ITestOutputHe
         // Each handler choice is listed with what it does.
         Assert.Matches(@"greeting\s+send the greeting", result.StdOut);
         Assert.Matches(@"echo\s+send back every line", result.StdOut);
-        Assert.Matches(@"http\s+a minimal HTTP/1.1 responder", result.StdOut);
+        Assert.Matches(@"http\s+an\s+ASP\.NET\s+Core\s+minimal\s+API", result.StdOut);
     }
 }

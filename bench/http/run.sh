@@ -189,12 +189,12 @@ free_port() {
   return 1
 }
 
-# wait_log LOG REGEX: waits (READY_TIMEOUT) until a line of LOG matches the sed REGEX, whose
-# first group is the port; sets PORT.
+# wait_log LOG REGEX: waits (READY_TIMEOUT) until a line of LOG matches the sed REGEX (no '#'
+# in it), whose first group is the port; sets PORT.
 wait_log() {
   local i
   for ((i = 0; i < READY_TIMEOUT * 10; i++)); do
-    PORT=$(sed -n "s/$2/\\1/p" "$1" 2>/dev/null | head -1)
+    PORT=$(sed -n "s#$2#\\1#p" "$1" 2>/dev/null | head -1)
     [[ -n $PORT ]] && return 0
     alive "$SERVER_PID" || return 1
     sleep 0.1
@@ -209,7 +209,7 @@ start_csharp() { # BINARY LOG
   SERVER_PID=$!
   local i
   for ((i = 0; i < READY_TIMEOUT * 10; i++)); do
-    grep -q 'pool ready' "$2" && break
+    grep -qs 'pool ready' "$2" && break
     alive "$SERVER_PID" || return 1
     sleep 0.1
   done
@@ -497,7 +497,7 @@ versions() {
   echo "Machine: $(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), Linux $(uname -r);"
   echo "$(versions)."
   echo "wrk, the servers and everything else share these CPUs. $WORKERS workers per prefork server, on 127.0.0.1;"
-  echo "wrk with $THREADS threads and $CONNECTIONS connections for $DURATION s per run; $ROUNDS rounds."
+  echo "wrk with $THREADS threads and $CONNECTIONS connections for $DURATION s per run; $ROUNDS round$( ((ROUNDS == 1)) || echo s)."
   echo "Each figure is the median over the rounds; latency is wrk's (\`--latency\`), in microseconds."
   echo "PSS (MiB) is read from \`/proc/PID/smaps_rollup\` right after the load: per worker, the mean over the"
   echo "master's child processes (for the single-process ASP.NET Core app, its one process); the master's own apart."
@@ -596,6 +596,6 @@ versions() {
   echo "- unicorn: \`worker_processes $WORKERS\`, \`-E production\`, \`bench/http/config.ru\`; it too closes every connection."
   echo "- puma: cluster mode, \`--workers $WORKERS --threads 1:1 --environment production\`, \`bench/http/config.ru\`."
   echo
-  echo "Raw wrk output and the servers' logs: \`bench/results/raw/http/\` (not kept in git)."
+  echo "Raw wrk output, the builds and the servers' logs: \`raw/http/\` next to this report (not kept in git)."
 } > "$REPORT"
 cat "$REPORT"

@@ -30,7 +30,7 @@ internal sealed class HttpWorker
         WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
 
         // One line each in the server's log, from Warning up (Log.cs); the configuration
-        // (appsettings.json, or e.g. Logging__LogLevel__Default=Information) may ask for more.
+        // (e.g. Logging__LogLevel__Default=Information in the environment) may ask for more.
         builder.Logging.ClearProviders();
         builder.Logging.AddProvider(new Log.Provider());
         builder.Logging.SetMinimumLevel(LogLevel.Warning);

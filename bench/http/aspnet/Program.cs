@@ -9,7 +9,7 @@ builder.WebHost.UseUrls(builder.Configuration["urls"] ?? "http://127.0.0.1:0");
 
 var app = builder.Build();
 var greeting = $"Hello from {Environment.ProcessId}\n";
-app.MapGet("/", () => greeting);
+app.MapGet("/", () => Results.Text(greeting)); // as the template's Handler.cs: with Content-Length
 
 await app.StartAsync();
 foreach (var url in app.Urls)

@@ -84,7 +84,7 @@ public sealed class Settings
             (s, v) => s.ShutdownTimeout = TimeSpan.FromSeconds(Int("shutdown-timeout", v, 0, 3600)), s => Str((int)s.ShutdownTimeout.TotalSeconds)),
         new("write-timeout", "seconds a client has to take its reply (and to finish sending a request or line it has begun) before it is dropped, 1 to 3600",
             (s, v) => s.WriteTimeout = TimeSpan.FromSeconds(Int("write-timeout", v, 1, 3600)), s => Str((int)s.WriteTimeout.TotalSeconds)),
-        new("idle-timeout", "seconds a connection kept open (echo, http keep-alive) may wait for the client's next line or request before it is closed, 1 to 3600",
+        new("idle-timeout", "seconds a connection kept open (echo) may wait for the client's next line or request before it is closed, 1 to 3600",
             (s, v) => s.IdleTimeout = TimeSpan.FromSeconds(Int("idle-timeout", v, 1, 3600)), s => Str((int)s.IdleTimeout.TotalSeconds)),
         new("signals", "signals the server acts on, comma-separated, from " + string.Join(",", Posix.Signals.Keys),
             (s, v) => s.Signals = ParseSignals(v), s => string.Join(",", s.Signals)),

@@ -11,7 +11,7 @@ using Mono.Unix.Native;
 /// A worker process. It accepts on the listening socket inherited from the master with a
 /// blocking accept() on one thread (Linux wakes blocked acceptors one at a time, in turn,
 /// which spreads connections evenly over the workers) and serves each connection on the
-/// thread pool.
+/// thread pool, with ASP.NET Core (HttpWorker.cs).
 /// </summary>
 internal sealed class Worker
 {
@@ -21,6 +21,8 @@ internal sealed class Worker
     /// <summary>An idle accept() returns this often, so the accepting thread notices a stop.</summary>
     private static readonly TimeSpan AcceptWake = TimeSpan.FromMilliseconds(500);
     private const long HeartbeatMs = 500;
+    /// <summary>A thread pool that has not run the heartbeat for this long is stuck: stop accepting.</summary>
+    private const long PoolStallMs = 1000;
     private static readonly TimeSpan HandshakeGrace = TimeSpan.FromMilliseconds(100);
 
     /// <summary>
@@ -33,7 +35,7 @@ internal sealed class Worker
 
     private readonly Settings settings;
     private readonly int listenFd;
-    private readonly Handler handler;
+    private readonly HttpWorker http;
     private readonly int capacity;                 // connections at once: --max-connections, or fewer if ulimit -n says so
     private readonly string capacityReason;
     private readonly SemaphoreSlim slots;          // free connection slots (capacity)
@@ -50,13 +52,14 @@ internal sealed class Worker
     private volatile bool serveWholeQueue;        // no one else will serve the queue: the last holder, or the master is gone
     private int stopRequested;                    // Stop comes from the signal, pipe and accepting threads: once
     private int exiting;
+    private int heartbeatQueued;                  // a heartbeat waits for the thread pool
+    private bool poolStalled;
 
     private Worker(Settings settings, int listenFd, int index, long fileLimit)
     {
         this.settings = settings;
         this.listenFd = listenFd;
-        Deadlines.Use(settings);
-        handler = new Handler(settings, index);
+        http = new HttpWorker(settings, index, listenFd, Closed, () => Stop("the application stopped: finishing connections, then exiting"));
         // Every connection is a descriptor. What is open now (the runtime's own files, the
         // pipes, the socket) stays open; SpareFiles more may be needed later.
         long byLimit = fileLimit - Posix.OpenFileCount() - SpareFiles;
@@ -117,6 +120,7 @@ internal sealed class Worker
 
         Posix.SetAcceptTimeout(listenFd, AcceptWake);
         if (capacity < settings.MaxConnections) Log.Info($"serving at most {capacity} connections at once: {capacityReason}");
+        http.Start();
         Tell(ControlPipe.Ready);
 
         AcceptLoop();
@@ -124,6 +128,7 @@ internal sealed class Worker
 
         // Drain: the connections already accepted get their full answer.
         var draining = Stopwatch.StartNew();
+        http.Stop(settings.ShutdownTimeout);
         while (Volatile.Read(ref inFlight) > 0 && draining.Elapsed < settings.ShutdownTimeout)
             Thread.Sleep(10);
         int left = Volatile.Read(ref inFlight);
@@ -136,13 +141,25 @@ internal sealed class Worker
         bool warnedNoFds = false;
         while (!stopping)
         {
-            // The heartbeat comes from this thread, which accepts and starts every connection:
-            // a worker stuck here (a handler that blocks) falls silent and the master replaces it.
+            // The heartbeat goes through the thread pool, which runs every request: a worker
+            // whose pool runs nothing (requests that block all its threads) falls silent, and
+            // the master replaces it.
             long now = Environment.TickCount64;
-            if (now - lastHeartbeat >= HeartbeatMs)
+            if (now - lastHeartbeat >= HeartbeatMs && Interlocked.Exchange(ref heartbeatQueued, 1) == 0)
             {
                 lastHeartbeat = now;
-                Tell(new ControlPipe.Heartbeat(accepted, Volatile.Read(ref inFlight), GC.CollectionCount(0)).ToString());
+                ThreadPool.UnsafeQueueUserWorkItem(_ =>
+                {
+                    Tell(new ControlPipe.Heartbeat(Interlocked.Read(ref accepted), Volatile.Read(ref inFlight), GC.CollectionCount(0)).ToString());
+                    Volatile.Write(ref heartbeatQueued, 0);
+                }, null);
+            }
+            // Connections accepted now would wait for a thread with no one to serve them:
+            // leave them to the kernel, for another worker.
+            if (PoolStalled(now))
+            {
+                Thread.Sleep(100);
+                continue;
             }
 
             // A full worker stops accepting, so the kernel hands the next connection to another.
@@ -173,6 +190,20 @@ internal sealed class Worker
                     break;
             }
         }
+    }
+
+    /// <summary>True while the last heartbeat has waited for the thread pool over <see cref="PoolStallMs"/>; logs when that begins and ends.</summary>
+    private bool PoolStalled(long now)
+    {
+        bool stalled = Volatile.Read(ref heartbeatQueued) == 1 && now - lastHeartbeat > PoolStallMs;
+        if (stalled != poolStalled)
+        {
+            poolStalled = stalled;
+            Log.Info(stalled
+                ? $"the thread pool has run nothing for {PoolStallMs} ms (requests blocking its threads?); not accepting until it does"
+                : "the thread pool runs again; accepting");
+        }
+        return stalled;
     }
 
     /// <summary>
@@ -211,10 +242,14 @@ internal sealed class Worker
             retireSent = true;
             Tell(ControlPipe.Retire);
         }
-        // The handler starts here, on the accepting thread, and goes on on the thread pool at
-        // its first await that has to wait. A greeting is written at once, so most
-        // connections cost no thread switch at all.
-        _ = ServeAsync(client);
+        http.Serve(client);
+    }
+
+    /// <summary>A connection has closed: its slot is free.</summary>
+    private void Closed()
+    {
+        slots.Release();
+        Interlocked.Decrement(ref inFlight);
     }
 
     /// <summary>
@@ -257,30 +292,6 @@ internal sealed class Worker
         if (drained > 0) Log.Info($"served {drained} queued connection(s) before releasing the listening socket");
     }
 
-    private async System.Threading.Tasks.Task ServeAsync(int fd)
-    {
-        Socket? client = null;
-        try
-        {
-            client = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
-            await handler.HandleAsync(client, Deadlines.Write());
-        }
-        catch (Exception e) when (e is SocketException or OperationCanceledException or IOException)
-        {
-            // The client reset the connection or was slower than --write-timeout: drop it.
-        }
-        catch (Exception e)
-        {
-            Log.Info($"handler failed: {e}");
-        }
-        finally
-        {
-            if (client is null) Syscall.close(fd);
-            else client.Dispose();
-            slots.Release();
-            Interlocked.Decrement(ref inFlight);
-        }
-    }
 
     private void WatchMaster()
     {
@@ -307,6 +318,5 @@ internal sealed class Worker
         serveWholeQueue = wholeQueue;
         stopping = true;
         Log.Info(why);
-        Deadlines.Stop(); // connections waiting idle for a next request or line are closed now
     }
 }

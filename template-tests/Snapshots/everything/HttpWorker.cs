@@ -1,0 +1,85 @@
+namespace My.Server_2;
+
+using System;
+using System.Threading;
+using System.Threading.Tasks;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+/// <summary>
+/// The ASP.NET Core application of one worker: Kestrel on the connections the worker accepts
+/// (AcceptedConnections.cs), with the middleware and endpoints of Handler.cs, and the
+/// server's options as Kestrel's limits. The worker (Worker.cs) starts it before it says it
+/// is ready and stops it after it has released the listening socket.
+/// </summary>
+internal sealed class HttpWorker
+{
+    private readonly WebApplication app;
+    private readonly AcceptedConnections connections;
+
+    /// <param name="closed">Called when a connection handed over with <see cref="Serve"/> is closed.</param>
+    /// <param name="stopping">Called if the application stops on its own (IHostApplicationLifetime.StopApplication).</param>
+    public HttpWorker(Settings settings, int workerIndex, int listenFd, Action closed, Action stopping)
+    {
+        connections = new AcceptedConnections(listenFd, closed);
+        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
+
+        // One line each in the server's log, from Warning up (Log.cs); the configuration
+        // (e.g. Logging__LogLevel__Default=Information in the environment) may ask for more.
+        builder.Logging.ClearProviders();
+        builder.Logging.AddProvider(new Log.Provider());
+        builder.Logging.SetMinimumLevel(LogLevel.Warning);
+
+        // The worker handles the signals and stops the application itself, once it has
+        // served the queue of the listening socket: the host's own handlers would stop it at once.
+        builder.Services.AddSingleton<IHostLifetime, WorkerLifetime>();
+        builder.Services.AddSingleton<IConnectionListenerFactory>(connections);
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            // HTTP/1.1 only: HTTP/2 without TLS needs clients that know in advance, and TLS
+            // usually ends at the load balancer in front.
+            kestrel.Listen(connections.EndPoint, listen => listen.Protocols = HttpProtocols.Http1);
+            kestrel.AddServerHeader = false;
+            // --max-connections is the worker's: it stops accepting when full (Worker.cs).
+            kestrel.Limits.MaxConcurrentConnections = null;
+            kestrel.Limits.KeepAliveTimeout = settings.IdleTimeout;
+            kestrel.Limits.RequestHeadersTimeout = settings.WriteTimeout;
+            // A client slower than 240 bytes/s (Kestrel's default) for --write-timeout is dropped.
+            kestrel.Limits.MinRequestBodyDataRate = new MinDataRate(240, settings.WriteTimeout);
+            kestrel.Limits.MinResponseDataRate = new MinDataRate(240, settings.WriteTimeout);
+        });
+        Handler.AddServices(builder);
+
+        app = builder.Build();
+        app.Lifetime.ApplicationStopping.Register(stopping);
+        Handler.Map(app, settings, workerIndex);
+    }
+
+    public void Start() => app.StartAsync().GetAwaiter().GetResult();
+
+    /// <summary>Serves an accepted connection.</summary>
+    public void Serve(int fd) => connections.Add(fd);
+
+    /// <summary>
+    /// Kestrel's graceful stop, within <paramref name="timeout"/>: requests in flight finish
+    /// (their answers say Connection: close), idle kept-alive connections are closed; after
+    /// the timeout, what is left is cut.
+    /// </summary>
+    public void Stop(TimeSpan timeout)
+    {
+        using var limit = new CancellationTokenSource(timeout);
+        app.StopAsync(limit.Token).GetAwaiter().GetResult();
+        app.DisposeAsync().AsTask().GetAwaiter().GetResult();
+    }
+
+    private sealed class WorkerLifetime : IHostLifetime
+    {
+        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    }
+}
