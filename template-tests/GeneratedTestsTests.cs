@@ -57,7 +57,9 @@ public sealed class GeneratedTestsTests(TemplateFixture fixture, ITestOutputHelp
         CliResult generate = await fixture.DotnetNewAsync(["prefork-server", "-n", "MyEcho", "-o", dir, "--no-restore", "--handler", "echo", "--include-tests"]);
         Assert.True(generate.ExitCode == 0, Cli.Describe(generate));
 
-        TestRun run = await DotnetTestAsync(Path.Combine(dir, "MyEcho.Tests"), "echo-with-tests");
+        // `dotnet test` at the project's root, as a user types it: the solution file names the tests.
+        Assert.True(File.Exists(Path.Combine(dir, "MyEcho.slnx")), "no solution file at the root");
+        TestRun run = await DotnetTestAsync(dir, "echo-with-tests");
 
         Assert.True(run.Result.ExitCode == 0, "dotnet test failed:\n" + Cli.Describe(run.Result));
         Assert.DoesNotMatch(@"(?i)\bwarning\b", run.Result.StdOut);

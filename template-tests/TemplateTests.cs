@@ -178,6 +178,32 @@ public sealed partial class TemplateTests(TemplateFixture fixture, ITestOutputHe
     private static partial System.Text.RegularExpressions.Regex FileName();
 
     [Fact]
+    public async Task A_keyword_for_a_name_builds_and_serves()
+    {
+        // `dotnet new console -n class` is accepted; so the namespace is written @class.
+        string dir = await fixture.BuiltAsync(TemplateFixture.Get("name-class"));
+        Assert.All(Directory.GetFiles(dir, "*.cs"), f => Assert.StartsWith("namespace @class;", File.ReadAllLines(f).First(l => l.StartsWith("namespace", StringComparison.Ordinal))));
+        using var server = ServerProcess.Start(dir, "--host", "127.0.0.1", "--port", "0", "--workers", "2").WaitUntilReady();
+        Assert.Matches(@"^Hello from \d+\n$", Client.Greet(server.Port));
+    }
+
+    [Fact]
+    public async Task Out_of_range_numbers_fail_the_first_build_naming_the_parameter_and_its_range()
+    {
+        string dir = Path.Combine(fixture.WorkDir, "out", "out-of-range-" + Guid.NewGuid().ToString("N")[..6]);
+        CliResult generated = await fixture.DotnetNewAsync(["prefork-server", "-n", "MyServer", "-o", dir, "--no-restore", "-w", "0", "-p", "70000"]);
+        Assert.Equal(0, generated.ExitCode);
+        CliResult build = await Cli.DotnetAsync(["build", dir, "--disable-build-servers", "-nologo"], dir);
+        output.WriteLine(build.StdOut);
+        Assert.NotEqual(0, build.ExitCode);
+        Assert.Contains("dotnet new --workers gave DefaultWorkers = 0 in Settings.cs; the server takes 1 to 1024.", build.StdOut);
+        Assert.Contains("dotnet new --port gave DefaultPort = 70000 in Settings.cs; the server takes 0 to 65535.", build.StdOut);
+
+        // In range, the project has no such target.
+        Assert.DoesNotContain("TemplateValuesOutOfRange", File.ReadAllText(Path.Combine(await fixture.GeneratedAsync(TemplateFixture.Get("workers-port-signals")), "MyServer.csproj")));
+    }
+
+    [Fact]
     public async Task Help_lists_every_parameter_with_its_description()
     {
         CliResult result = await fixture.DotnetNewAsync(["prefork-server", "--help"]);

@@ -33,6 +33,7 @@ public sealed class TemplateFixture : IAsyncLifetime
         new("name-Worker", "Worker", []),
         new("name-Socket", "Socket", []),
         new("name-Program", "Program", []),
+        new("name-class", "class", []),
         new("aot", "MyAotServer", ["--aot"]),
         new("systemd", "MyServer", ["--systemd", "--port", "9100"]),
         new("handler-echo", "MyServer", ["--handler", "echo"]),
@@ -179,7 +180,8 @@ public sealed class TemplateFixture : IAsyncLifetime
             return Path.Combine(publish, "MyAotServer");
         })).Value;
 
-    private async Task<string> GenerateAsync(Scenario scenario)
+    /// <summary>A project of its own for the caller (not built, not shared with other tests), in WorkDir/out/ID.</summary>
+    public async Task<string> GenerateAsync(Scenario scenario)
     {
         string dir = Path.Combine(WorkDir, "out", scenario.Id);
         CliResult result = await DotnetNewAsync(["prefork-server", "-n", scenario.Name, "-o", dir, "--no-restore", .. scenario.Arguments]);
