@@ -21,7 +21,7 @@ public static class Program
 
     public static int Main(string[] args)
     {
-        string name = Path.GetFileNameWithoutExtension(Environment.ProcessPath) ?? "server";
+        string name = Path.GetFileName(Environment.ProcessPath) ?? "server"; // My.Server_2 has no extension
 
         // Before anything else opens a file: below this the runtime itself fails in odd places
         // (an assembly that cannot be loaded, a thread that cannot start).

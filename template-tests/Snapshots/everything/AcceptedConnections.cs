@@ -1,6 +1,7 @@
 namespace My.Server_2;
 
 using System;
+using System.Collections.Concurrent;
 using System.Collections.Generic;
 using System.IO.Pipelines;
 using System.Net;
@@ -9,6 +10,7 @@ using System.Threading;
 using System.Threading.Channels;
 using System.Threading.Tasks;
 using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -28,6 +30,7 @@ internal sealed class AcceptedConnections : IConnectionListenerFactory, IConnect
         Channel.CreateUnbounded<ConnectionContext>(new UnboundedChannelOptions { SingleReader = true });
     private readonly SocketConnectionContextFactory sockets = new(new SocketConnectionFactoryOptions(), NullLogger.Instance);
     private readonly Action closed;
+    private readonly ConcurrentDictionary<string, long> unstarted = new(); // connection id: when it was handed over
 
     /// <param name="listenFd">The listening socket, only to name it to Kestrel: Kestrel never uses it.</param>
     /// <param name="closed">Called once for every connection handed over, when it is closed.</param>
@@ -39,6 +42,22 @@ internal sealed class AcceptedConnections : IConnectionListenerFactory, IConnect
 
     public EndPoint EndPoint { get; }
 
+    /// <summary>
+    /// True while a connection handed to Kestrel less than <paramref name="grace"/> ago has not
+    /// begun a request. Kestrel's graceful stop closes such a connection at once, unanswered,
+    /// even if its request is on its way: a stopping worker waits for them first (HttpWorker.cs).
+    /// </summary>
+    public bool AwaitingFirstRequest(TimeSpan grace)
+    {
+        long now = Environment.TickCount64;
+        foreach (long handedOver in unstarted.Values)
+            if (now - handedOver < (long)grace.TotalMilliseconds) return true;
+        return false;
+    }
+
+    /// <summary>Called by the first middleware for every request.</summary>
+    public void RequestStarted(HttpContext context) => unstarted.TryRemove(context.Connection.Id, out _);
+
     /// <summary>Hands an accepted connection to Kestrel. Called by the accepting thread.</summary>
     public void Add(int fd)
     {
@@ -46,7 +65,7 @@ internal sealed class AcceptedConnections : IConnectionListenerFactory, IConnect
         try
         {
             var socket = new Socket(new SafeSocketHandle(fd, ownsHandle: true)) { NoDelay = true };
-            connection = new Counted(sockets.Create(socket), closed);
+            connection = new Counted(sockets.Create(socket), this);
         }
         catch (SocketException)
         {
@@ -54,6 +73,7 @@ internal sealed class AcceptedConnections : IConnectionListenerFactory, IConnect
             closed();
             return;
         }
+        unstarted[connection.ConnectionId] = Environment.TickCount64;
         if (!accepted.Writer.TryWrite(connection))
             _ = connection.DisposeAsync(); // Kestrel has stopped taking connections
     }
@@ -84,7 +104,7 @@ internal sealed class AcceptedConnections : IConnectionListenerFactory, IConnect
     }
 
     /// <summary>A connection that says when it is closed, so the worker frees its slot.</summary>
-    private sealed class Counted(ConnectionContext inner, Action closed) : ConnectionContext
+    private sealed class Counted(ConnectionContext inner, AcceptedConnections owner) : ConnectionContext
     {
         private int disposed;
 
@@ -100,8 +120,9 @@ internal sealed class AcceptedConnections : IConnectionListenerFactory, IConnect
         public override async ValueTask DisposeAsync()
         {
             if (Interlocked.Exchange(ref disposed, 1) == 1) return;
+            owner.unstarted.TryRemove(inner.ConnectionId, out _);
             try { await inner.DisposeAsync(); }
-            finally { closed(); }
+            finally { owner.closed(); }
         }
     }
 }

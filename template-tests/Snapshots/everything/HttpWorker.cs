@@ -19,6 +19,9 @@ using Microsoft.Extensions.Logging;
 /// </summary>
 internal sealed class HttpWorker
 {
+    /// <summary>How long after it was accepted a connection may take to begin its first request before a stop.</summary>
+    private static readonly TimeSpan FirstRequestGrace = TimeSpan.FromSeconds(1);
+
     private readonly WebApplication app;
     private readonly AcceptedConnections connections;
 
@@ -57,6 +60,11 @@ internal sealed class HttpWorker
 
         app = builder.Build();
         app.Lifetime.ApplicationStopping.Register(stopping);
+        app.Use((context, next) =>
+        {
+            connections.RequestStarted(context);
+            return next(context);
+        });
         Handler.Map(app, settings, workerIndex);
     }
 
@@ -72,6 +80,10 @@ internal sealed class HttpWorker
     /// </summary>
     public void Stop(TimeSpan timeout)
     {
+        // The connections served from the queue last have just been handed over: let their
+        // requests begin (Kestrel's stop would close them unanswered), for up to a second
+        // after each was accepted.
+        while (connections.AwaitingFirstRequest(FirstRequestGrace)) Thread.Sleep(5);
         using var limit = new CancellationTokenSource(timeout);
         app.StopAsync(limit.Token).GetAwaiter().GetResult();
         app.DisposeAsync().AsTask().GetAwaiter().GetResult();
