@@ -259,10 +259,11 @@ internal sealed class Worker
 
     private async System.Threading.Tasks.Task ServeAsync(int fd)
     {
+        var handle = new SafeSocketHandle(fd, ownsHandle: true);
         Socket? client = null;
         try
         {
-            client = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
+            client = new Socket(handle);
             await handler.HandleAsync(client, Deadlines.Write());
         }
         catch (Exception e) when (e is SocketException or OperationCanceledException or IOException)
@@ -275,7 +276,9 @@ internal sealed class Worker
         }
         finally
         {
-            if (client is null) Syscall.close(fd);
+            // The handle closes the descriptor, once: a close(fd) here could later close
+            // another connection that got the same number.
+            if (client is null) handle.Dispose();
             else client.Dispose();
             slots.Release();
             Interlocked.Decrement(ref inFlight);

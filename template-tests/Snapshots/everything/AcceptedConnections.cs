@@ -14,7 +14,6 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
 using Microsoft.Extensions.Logging.Abstractions;
-using Mono.Unix.Native;
 
 /// <summary>
 /// Kestrel's transport in a worker: the connections that the worker's accepting thread took
@@ -62,14 +61,15 @@ internal sealed class AcceptedConnections : IConnectionListenerFactory, IConnect
     public void Add(int fd)
     {
         ConnectionContext connection;
+        var handle = new SafeSocketHandle(fd, ownsHandle: true);
         try
         {
-            var socket = new Socket(new SafeSocketHandle(fd, ownsHandle: true)) { NoDelay = true };
+            var socket = new Socket(handle) { NoDelay = true };
             connection = new Counted(sockets.Create(socket), this);
         }
         catch (SocketException)
         {
-            Syscall.close(fd); // the client is gone already
+            handle.Dispose(); // the client is gone already; the handle closes the descriptor, once
             closed();
             return;
         }
