@@ -28,10 +28,29 @@ public sealed class HttpTests(TemplateFixture fixture, ITestOutputHelper output)
         ServerProcess.Start(await fixture.BuiltAsync(TemplateFixture.Get("handler-http")),
             ["--host", "127.0.0.1", "--port", "0", "--workers", N.ToString(), .. args]).WaitUntilReady();
 
-    /// <summary>The project with the tests' own endpoints (Handlers/Http.Handler.cs).</summary>
+    /// <summary>
+    /// The project with the tests' own endpoints (Handlers/Http.Handler.cs), its workers on the
+    /// smallest gen0 budget, so they collect garbage all the time.
+    /// </summary>
     private async Task<ServerProcess> Start(params string[] args) =>
-        ServerProcess.Start(await fixture.HttpBehaviourProjectAsync(),
+        ServerProcess.StartWith(await fixture.HttpBehaviourProjectAsync(), StartMode.AppHost, ServerProcess.TinyGen0(),
             ["--host", "127.0.0.1", "--port", "0", "--workers", N.ToString(), .. args]).WaitUntilReady();
+
+    private const int SoakRequests = 30_000;
+
+    /// <summary>
+    /// Before a signal: SoakRequests answered (on new and kept-alive connections), none failed,
+    /// and every worker has collected garbage at least 10 times (the master's USR1 statistics).
+    /// </summary>
+    private void Soak(ServerProcess server, HttpLoad load, int workers = N)
+    {
+        load.WaitForSuccesses(SoakRequests, TimeSpan.FromSeconds(90));
+        Assert.True(load.Failures.Count == 0, "failures before any signal: " + load.Summary());
+        IReadOnlyList<(long Accepted, int Collections)> counts = server.WorkerCollections(workers);
+        Report($"HTTP soak; per worker, accepted connections/gen0 collections: {string.Join(", ", counts.Select(c => $"{c.Accepted}/{c.Collections}"))}", load);
+        Assert.Equal(workers, counts.Count);
+        Assert.All(counts, c => Assert.True(c.Collections >= 10, $"a worker collected garbage only {c.Collections} times"));
+    }
 
     private void Report(string scenario, HttpLoad load)
     {
@@ -150,6 +169,7 @@ public sealed class HttpTests(TemplateFixture fixture, ITestOutputHelper output)
     {
         // A shutdown timeout of an hour: if a connection held its worker, the server would not exit.
         using var server = await Start("--shutdown-timeout", "3600", "--idle-timeout", "3600");
+        using (var load = new HttpLoad(server.Port, perConnection: 5, limit: TimeSpan.FromSeconds(120))) Soak(server, load);
         var idle = Enumerable.Range(0, 4).Select(_ => RawClient.Connect(server.Port)).ToList();
         using var slow = RawClient.Connect(server.Port);
         using var begun = RawClient.Connect(server.Port);
@@ -196,8 +216,8 @@ public sealed class HttpTests(TemplateFixture fixture, ITestOutputHelper output)
     public async Task TERM_under_keep_alive_load_answers_every_request_it_took()
     {
         using var server = await Start();
-        using var load = new HttpLoad(server.Port, limit: TimeSpan.FromSeconds(40));
-        load.WaitForSuccesses(2000);
+        using var load = new HttpLoad(server.Port, perConnection: 5, limit: TimeSpan.FromSeconds(120));
+        Soak(server, load);
         server.Signal(Signum.SIGTERM);
         Assert.Equal(0, server.WaitForExit(Hang));
         Thread.Sleep(200);
@@ -215,8 +235,8 @@ public sealed class HttpTests(TemplateFixture fixture, ITestOutputHelper output)
     {
         using var server = await Start();
         IReadOnlyList<int> before = server.Children();
-        using var load = new HttpLoad(server.Port);
-        load.WaitForSuccesses(2000);
+        using var load = new HttpLoad(server.Port, perConnection: 5, limit: TimeSpan.FromSeconds(120));
+        Soak(server, load);
         server.Signal(Signum.SIGHUP);
         server.WaitForLog($"HUP: all {N} workers replaced", Hang);
         Assert.True(Proc.WaitUntil(() => !before.Any(Proc.IsAlive), Hang), "old workers are still running");
@@ -233,8 +253,8 @@ public sealed class HttpTests(TemplateFixture fixture, ITestOutputHelper output)
         using var server = await Start();
         int oldMaster = server.MasterPid;
         IReadOnlyList<int> oldWorkers = server.Children();
-        using var load = new HttpLoad(server.Port);
-        load.WaitForSuccesses(2000);
+        using var load = new HttpLoad(server.Port, perConnection: 5, limit: TimeSpan.FromSeconds(120));
+        Soak(server, load);
         server.Signal(Signum.SIGUSR2);
         server.WaitForLog("retired: the new master serves now", TimeSpan.FromSeconds(60));
         Assert.True(Proc.WaitUntil(() => !Proc.IsAlive(oldMaster) && !oldWorkers.Any(Proc.IsAlive), Hang));
@@ -260,8 +280,8 @@ public sealed class HttpTests(TemplateFixture fixture, ITestOutputHelper output)
     public async Task TTIN_and_TTOU_under_keep_alive_load_fail_no_request()
     {
         using var server = await Start();
-        using var load = new HttpLoad(server.Port);
-        load.WaitForSuccesses(1000);
+        using var load = new HttpLoad(server.Port, perConnection: 5, limit: TimeSpan.FromSeconds(120));
+        Soak(server, load);
         server.SignalAndWaitForLog(Signum.SIGTTIN, $"TTIN: {N + 1} workers");
         Assert.True(Proc.WaitUntil(() => server.Children().Count == N + 1 && server.Log.Count(l => l.Contains(") accepting", StringComparison.Ordinal)) >= 1, Hang));
         load.WaitForSuccesses(1000);
@@ -282,8 +302,8 @@ public sealed class HttpTests(TemplateFixture fixture, ITestOutputHelper output)
     {
         const int clients = 16;
         using var server = await Start();
-        using var load = new HttpLoad(server.Port, clients);
-        load.WaitForSuccesses(2000);
+        using var load = new HttpLoad(server.Port, clients, perConnection: 5, limit: TimeSpan.FromSeconds(120));
+        Soak(server, load);
         int victim = server.Children()[0];
         Assert.Equal(0, Syscall.kill(victim, Signum.SIGKILL));
         Assert.True(Proc.WaitUntil(() => server.Children().Count == N && !server.Children().Contains(victim), Hang));

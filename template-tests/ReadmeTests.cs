@@ -29,7 +29,7 @@ public sealed class ReadmeTests(TemplateFixture fixture, ITestOutputHelper outpu
         ["dotnet publish -c Release -r linux-x64 -o /opt/"] = "it installs units into /etc/systemd/system and starts them with systemctl: systemd is not the init system here",
     };
 
-    private Dictionary<string, string> Environment() => new()
+    private static Dictionary<string, string> CliHome() => new()
     {
         // A template store of our own: `dotnet new install` never touches the user's.
         ["DOTNET_CLI_HOME"] = Directory.CreateTempSubdirectory("readme-cli-home-").FullName,
@@ -107,7 +107,7 @@ public sealed class ReadmeTests(TemplateFixture fixture, ITestOutputHelper outpu
         var blocks = Readme.ShellBlocks(RootReadme);
         Readme.Block start = Assert.Single(blocks, b => b.Text.StartsWith("dotnet new install . --force", StringComparison.Ordinal));
         Readme.Block loop = Assert.Single(blocks, b => b.Text.StartsWith("for i in $(seq 10); do nc", StringComparison.Ordinal));
-        var environment = Environment();
+        var environment = CliHome();
         foreach (bool pty in BothWays)
             Serve(start, pty, fixture.RepoRoot, environment, secondPty =>
                 TenGreetingsFromEveryWorker(RunToEnd(loop, secondPty, fixture.RepoRoot, environment, Hang)));
@@ -122,7 +122,7 @@ public sealed class ReadmeTests(TemplateFixture fixture, ITestOutputHelper outpu
                         b.Text.StartsWith("dotnet new prefork-server -n MyServer --workers 8", StringComparison.Ordinal))
             .ToList();
         Assert.Equal(3, blocks.Count); // install (and upgrade), the HTTP server, the parameters
-        var environment = Environment();
+        var environment = CliHome();
         foreach (bool pty in BothWays)
             foreach (Readme.Block block in blocks)
             {
@@ -152,7 +152,7 @@ public sealed class ReadmeTests(TemplateFixture fixture, ITestOutputHelper outpu
         var (dir, blocks) = await Generated("greeting");
         Readme.Block run = Assert.Single(blocks, b => b.Text == "dotnet run\n");
         Readme.Block loop = Assert.Single(blocks, b => b.Text.StartsWith("for i in $(seq 10); do nc", StringComparison.Ordinal));
-        var environment = Environment();
+        var environment = CliHome();
         foreach (bool pty in BothWays)
             Serve(run, pty, dir, environment, secondPty => TenGreetingsFromEveryWorker(RunToEnd(loop, secondPty, dir, environment, Hang)));
     }
@@ -163,7 +163,7 @@ public sealed class ReadmeTests(TemplateFixture fixture, ITestOutputHelper outpu
         var (dir, blocks) = await Generated("http", "--handler", "http");
         Readme.Block run = Assert.Single(blocks, b => b.Text == "dotnet run\n");
         Readme.Block client = Assert.Single(blocks, b => b.Text.StartsWith("curl -i http://127.0.0.1:8080/", StringComparison.Ordinal));
-        var environment = Environment();
+        var environment = CliHome();
         foreach (bool pty in BothWays)
             Serve(run, pty, dir, environment, secondPty =>
             {
@@ -181,7 +181,7 @@ public sealed class ReadmeTests(TemplateFixture fixture, ITestOutputHelper outpu
         var (dir, blocks) = await Generated("echo", "--handler", "echo");
         Readme.Block run = Assert.Single(blocks, b => b.Text == "dotnet run\n");
         Readme.Block nc = Assert.Single(blocks, b => b.Text == "nc 127.0.0.1 8080\n");
-        var environment = Environment();
+        var environment = CliHome();
         foreach (bool pty in BothWays)
             Serve(run, pty, dir, environment, _ =>
             {
@@ -203,7 +203,7 @@ public sealed class ReadmeTests(TemplateFixture fixture, ITestOutputHelper outpu
         var (dir, blocks) = await Generated("systemd-tests", "--systemd", "--include-tests");
         Readme.Block activate = Assert.Single(blocks, b => b.Text.StartsWith("dotnet build\nsystemd-socket-activate", StringComparison.Ordinal));
         Readme.Block tests = Assert.Single(blocks, b => b.Text.StartsWith("dotnet test MyServer.Tests/", StringComparison.Ordinal));
-        var environment = Environment();
+        var environment = CliHome();
         foreach (bool pty in BothWays)
         {
             Assert.True(Client.PortIsFree(8080), "port 8080 is in use: the READMEs' blocks need it");

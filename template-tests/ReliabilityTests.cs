@@ -24,9 +24,6 @@ public sealed partial class ReliabilityTests(TemplateFixture fixture, ITestOutpu
     private const int SoakConnections = 30_000;
     private const int MinimumCollections = 10; // per worker, before any signal
 
-    /// <summary>64 KiB (hex, as the runtime reads it): the smallest gen0 budget the runtime accepts; below it, it takes its default.</summary>
-    private static readonly Dictionary<string, string> TinyGen0 = new() { ["DOTNET_GCgen0size"] = "10000" };
-
     private void Report(string line)
     {
         output.WriteLine(line);
@@ -42,7 +39,7 @@ public sealed partial class ReliabilityTests(TemplateFixture fixture, ITestOutpu
     {
         await fixture.AllBuiltAsync(); // no compiler beside the load
         string dir = await fixture.BehaviourProjectAsync();
-        var env = new Dictionary<string, string>(TinyGen0);
+        var env = ServerProcess.TinyGen0();
         foreach (var (key, value) in environment ?? new Dictionary<string, string>()) env[key] = value;
         var server = ServerProcess.StartWith(dir, StartMode.AppHost, env,
             ["--host", "127.0.0.1", "--port", "0", "--workers", N.ToString(CultureInfo.InvariantCulture), .. args]);
@@ -55,7 +52,7 @@ public sealed partial class ReliabilityTests(TemplateFixture fixture, ITestOutpu
             Assert.True(load.Failures.Count == 0, "failures before any signal: " + load.Summary());
             // Every worker that has served its share collected garbage many times (one started by
             // recycling a moment ago has not had the time).
-            IReadOnlyList<(long Accepted, int Collections)> workers = Collections(server);
+            IReadOnlyList<(long Accepted, int Collections)> workers = server.WorkerCollections(N);
             Report($"soak: {load.Succeeded} connections answered; per worker, accepted/gen0 collections: {string.Join(", ", workers.Select(w => $"{w.Accepted}/{w.Collections}"))}");
             Assert.Contains(workers, w => w.Accepted >= 2000);
             Assert.All(workers.Where(w => w.Accepted >= 2000), w => Assert.True(w.Collections >= MinimumCollections,
@@ -69,20 +66,6 @@ public sealed partial class ReliabilityTests(TemplateFixture fixture, ITestOutpu
             throw;
         }
     }
-
-    /// <summary>Each worker's accepted connections and gen0 collections so far, from the master's USR1 statistics.</summary>
-    private static IReadOnlyList<(long Accepted, int Collections)> Collections(ServerProcess server)
-    {
-        Thread.Sleep(700); // a heartbeat (every 500 ms) carries the counts
-        int before = server.Log.Count;
-        server.SignalAndWaitForLog(Signum.SIGUSR1, "USR1: ");
-        Proc.WaitUntil(() => server.Log.Skip(before).Count(l => l.Contains(": age ", StringComparison.Ordinal)) >= N, TimeSpan.FromSeconds(5));
-        return [.. server.Log.Skip(before).Select(l => CollectionsLine().Match(l)).Where(m => m.Success)
-            .Select(m => (long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture), int.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture)))];
-    }
-
-    [GeneratedRegex(@": age .*accepted (\d+), .*garbage collections (\d+)")]
-    private static partial Regex CollectionsLine();
 
     [Theory]
     [InlineData(Signum.SIGTERM)]

@@ -154,6 +154,27 @@ public sealed partial class ServerProcess : IDisposable
 
     public void Signal(Signum signal, int? pid = null) => Syscall.kill(pid ?? MasterPid, signal);
 
+    /// <summary>
+    /// DOTNET_GCgen0size=10000: 64 KiB (hex, as the runtime reads it), the smallest gen0 budget
+    /// the runtime accepts (below it, it takes its default). Workers then collect garbage all the
+    /// time, which is where a registration or a handle that nothing keeps alive gets lost.
+    /// </summary>
+    public static Dictionary<string, string> TinyGen0() => new() { ["DOTNET_GCgen0size"] = "10000" };
+
+    /// <summary>Each worker's accepted connections and gen0 collections so far, from the master's USR1 statistics.</summary>
+    public IReadOnlyList<(long Accepted, int Collections)> WorkerCollections(int workers)
+    {
+        Thread.Sleep(700); // a heartbeat (every 500 ms) carries the counts
+        int before = log.Count;
+        SignalAndWaitForLog(Signum.SIGUSR1, "USR1: ");
+        Proc.WaitUntil(() => Log.Skip(before).Count(l => l.Contains(": age ", StringComparison.Ordinal)) >= workers, TimeSpan.FromSeconds(5));
+        return [.. Log.Skip(before).Select(l => CollectionsLine().Match(l)).Where(m => m.Success)
+            .Select(m => (long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture), int.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture)))];
+    }
+
+    [GeneratedRegex(@": age .*accepted (\d+), .*garbage collections (\d+)")]
+    private static partial Regex CollectionsLine();
+
     /// <summary>Sends a signal to the master and waits for one more log line with <paramref name="text"/> than there was.</summary>
     public void SignalAndWaitForLog(Signum signal, string text)
     {

@@ -172,7 +172,7 @@ internal sealed class Worker
                 lastHeartbeat = now;
                 ThreadPool.UnsafeQueueUserWorkItem(_ =>
                 {
-                    Tell(new ControlPipe.Heartbeat(Interlocked.Read(ref accepted), Volatile.Read(ref inFlight), GC.CollectionCount(0)).ToString());
+                    Tell(Heartbeat());
                     Volatile.Write(ref heartbeatQueued, 0);
                 }, null);
             }
@@ -190,7 +190,7 @@ internal sealed class Worker
             if (now - lastHeartbeat >= HeartbeatMs)
             {
                 lastHeartbeat = now;
-                Tell(new ControlPipe.Heartbeat(accepted, Volatile.Read(ref inFlight), GC.CollectionCount(0)).ToString());
+                Tell(Heartbeat());
             }
 #endif
 
@@ -240,6 +240,9 @@ internal sealed class Worker
     }
 
 #endif
+    private string Heartbeat() =>
+        new ControlPipe.Heartbeat(Interlocked.Read(ref accepted), Volatile.Read(ref inFlight), GC.CollectionCount(0)).ToString();
+
     /// <summary>
     /// Waits up to <see cref="AcceptWake"/> for a free connection slot. The log says when a
     /// worker stops accepting because it is full, and why (at most every 10 s), and when it
@@ -279,13 +282,6 @@ internal sealed class Worker
 #if (httpHandler)
         http.Serve(client);
     }
-
-    /// <summary>A connection has closed: its slot is free.</summary>
-    private void Closed()
-    {
-        slots.Release();
-        Interlocked.Decrement(ref inFlight);
-    }
 #else
         // The handler starts here, on the accepting thread, and goes on on the thread pool at
         // its first await that has to wait. A greeting is written at once, so most
@@ -293,6 +289,13 @@ internal sealed class Worker
         _ = ServeAsync(client);
     }
 #endif
+
+    /// <summary>A connection has closed: its slot is free.</summary>
+    private void Closed()
+    {
+        slots.Release();
+        Interlocked.Decrement(ref inFlight);
+    }
 
     /// <summary>
     /// Stopping for good: first serve the connections already waiting in the kernel's queue
@@ -358,8 +361,7 @@ internal sealed class Worker
             // another connection that got the same number.
             if (client is null) handle.Dispose();
             else client.Dispose();
-            slots.Release();
-            Interlocked.Decrement(ref inFlight);
+            Closed();
         }
     }
 #endif

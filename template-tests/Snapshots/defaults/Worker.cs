@@ -142,7 +142,7 @@ internal sealed class Worker
             if (now - lastHeartbeat >= HeartbeatMs)
             {
                 lastHeartbeat = now;
-                Tell(new ControlPipe.Heartbeat(accepted, Volatile.Read(ref inFlight), GC.CollectionCount(0)).ToString());
+                Tell(Heartbeat());
             }
 
             // A full worker stops accepting, so the kernel hands the next connection to another.
@@ -174,6 +174,9 @@ internal sealed class Worker
             }
         }
     }
+
+    private string Heartbeat() =>
+        new ControlPipe.Heartbeat(Interlocked.Read(ref accepted), Volatile.Read(ref inFlight), GC.CollectionCount(0)).ToString();
 
     /// <summary>
     /// Waits up to <see cref="AcceptWake"/> for a free connection slot. The log says when a
@@ -215,6 +218,13 @@ internal sealed class Worker
         // its first await that has to wait. A greeting is written at once, so most
         // connections cost no thread switch at all.
         _ = ServeAsync(client);
+    }
+
+    /// <summary>A connection has closed: its slot is free.</summary>
+    private void Closed()
+    {
+        slots.Release();
+        Interlocked.Decrement(ref inFlight);
     }
 
     /// <summary>
@@ -280,8 +290,7 @@ internal sealed class Worker
             // another connection that got the same number.
             if (client is null) handle.Dispose();
             else client.Dispose();
-            slots.Release();
-            Interlocked.Decrement(ref inFlight);
+            Closed();
         }
     }
 

@@ -150,7 +150,7 @@ internal sealed class Worker
                 lastHeartbeat = now;
                 ThreadPool.UnsafeQueueUserWorkItem(_ =>
                 {
-                    Tell(new ControlPipe.Heartbeat(Interlocked.Read(ref accepted), Volatile.Read(ref inFlight), GC.CollectionCount(0)).ToString());
+                    Tell(Heartbeat());
                     Volatile.Write(ref heartbeatQueued, 0);
                 }, null);
             }
@@ -205,6 +205,9 @@ internal sealed class Worker
         }
         return stalled;
     }
+
+    private string Heartbeat() =>
+        new ControlPipe.Heartbeat(Interlocked.Read(ref accepted), Volatile.Read(ref inFlight), GC.CollectionCount(0)).ToString();
 
     /// <summary>
     /// Waits up to <see cref="AcceptWake"/> for a free connection slot. The log says when a
