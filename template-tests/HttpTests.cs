@@ -36,7 +36,7 @@ public sealed class HttpTests(TemplateFixture fixture, ITestOutputHelper output)
         ServerProcess.StartWith(await fixture.HttpBehaviourProjectAsync(), StartMode.AppHost, ServerProcess.TinyGen0(),
             ["--host", "127.0.0.1", "--port", "0", "--workers", N.ToString(), .. args]).WaitUntilReady();
 
-    private const int SoakRequests = 30_000;
+    private const int SoakRequests = 50_000;
 
     /// <summary>
     /// Before a signal: SoakRequests answered (on new and kept-alive connections), none failed,
@@ -170,19 +170,31 @@ public sealed class HttpTests(TemplateFixture fixture, ITestOutputHelper output)
         // A shutdown timeout of an hour: if a connection held its worker, the server would not exit.
         using var server = await Start("--shutdown-timeout", "3600", "--idle-timeout", "3600");
         using (var load = new HttpLoad(server.Port, perConnection: 5, limit: TimeSpan.FromSeconds(120))) Soak(server, load);
-        var idle = Enumerable.Range(0, 4).Select(_ => RawClient.Connect(server.Port)).ToList();
-        using var slow = RawClient.Connect(server.Port);
+        // A request begun, its end not yet sent. Connected more than a second before the stop,
+        // so its worker does not wait for it to begin (a stop waits up to a second after the
+        // accept for a connection's first request), and its end, sent once the stop is under
+        // way, meets Kestrel's stop.
         using var begun = RawClient.Connect(server.Port);
+        begun.Send("GET / HTTP/1.1\r\nHost: test\r\n");
+        // Idle kept-alive connections on every worker: once all are closed, every worker's
+        // Kestrel has begun its stop.
+        var idle = new List<RawClient>();
+        var covered = new HashSet<int>();
+        using var slow = RawClient.Connect(server.Port);
         try
         {
-            foreach (RawClient client in idle)
+            while (covered.Count < N && idle.Count < 40)
             {
+                var client = RawClient.Connect(server.Port);
+                idle.Add(client);
                 client.Send("GET / HTTP/1.1\r\nHost: test\r\n\r\n");
-                Assert.Equal(200, client.ReadResponse().Status);
+                RawResponse response = client.ReadResponse();
+                Assert.Equal(200, response.Status);
+                covered.Add(Client.PidOf(response.Body));
             }
-            slow.Send("GET /slow?ms=2000 HTTP/1.1\r\nHost: test\r\n\r\n"); // in flight for 2 s
-            begun.Send("GET / HTTP/1.1\r\nHost: test\r\n");                 // a request begun, its end not yet sent
-            Thread.Sleep(300); // the workers have taken those bytes
+            Assert.Equal(N, covered.Count);
+            slow.Send("GET /slow?ms=4000 HTTP/1.1\r\nHost: test\r\n\r\n"); // in flight for 4 s
+            Thread.Sleep(1200); // the workers have taken those bytes; begun is over a second old
 
             var clock = Stopwatch.StartNew();
             server.Signal(signal);

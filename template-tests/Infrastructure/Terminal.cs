@@ -16,6 +16,7 @@ public sealed class Terminal : IDisposable
     private readonly Process process;
     private readonly StringBuilder screen = new();
     private readonly bool pty;
+    private readonly Task[] readers;
 
     public Terminal(string block, bool pty, string workingDirectory, IDictionary<string, string> environment)
     {
@@ -39,8 +40,7 @@ public sealed class Terminal : IDisposable
         foreach (var (key, value) in environment) start.Environment[key] = value;
         process = Process.Start(start)!;
         if (!pty) process.StandardInput.Close(); // a script reads no terminal
-        _ = Collect(process.StandardOutput);
-        _ = Collect(process.StandardError);
+        readers = [Collect(process.StandardOutput), Collect(process.StandardError)];
     }
 
     private async Task Collect(StreamReader stream)
@@ -88,7 +88,10 @@ public sealed class Terminal : IDisposable
     public int? WaitForExit(TimeSpan timeout)
     {
         if (!process.WaitForExit(timeout)) return null;
-        process.WaitForExit(); // the screen is complete
+        // The screen is complete once both streams have ended (Process.WaitForExit() waits
+        // only for its own event readers, not for these). A child the block left running may
+        // hold them open: Dispose ends it.
+        Task.WaitAll(readers, TimeSpan.FromSeconds(10));
         return process.ExitCode;
     }
 
