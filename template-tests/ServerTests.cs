@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
@@ -108,6 +109,40 @@ public sealed class ServerTests(TemplateFixture fixture, ITestOutputHelper outpu
         Assert.Matches(@"^Hello from \d+\n$", text);
         Assert.Equal(0, server.WaitForExit(TimeSpan.FromSeconds(10)));
         Assert.All(workers, w => Assert.False(Proc.IsAlive(w)));
+    }
+
+    /// <summary>
+    /// A reply larger than the kernel takes at once: its first part leaves with one send(2) and
+    /// the rest through a Socket, once the client reads (Connection.cs). Clients that reset the
+    /// connection before reading end only their own connection.
+    /// </summary>
+    [Fact]
+    public async Task A_reply_larger_than_the_kernel_takes_at_once_arrives_whole()
+    {
+        const int size = 16 << 20;
+        using var server = ServerProcess.StartWith(await Project(), StartMode.AppHost,
+            new Dictionary<string, string> { ["REPLY_BYTES"] = size.ToString(CultureInfo.InvariantCulture) },
+            "--host", "127.0.0.1", "--port", "0", "--workers", "2").WaitUntilReady();
+        for (int round = 0; round < 4; round++)
+        {
+            using (var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+            {
+                client.ReceiveBufferSize = 4096;
+                client.LingerState = new LingerOption(true, 0); // Close() resets the connection
+                client.Connect(IPAddress.Loopback, server.Port);
+            }
+            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            socket.ReceiveBufferSize = 4096;
+            socket.ReceiveTimeout = 10_000;
+            socket.Connect(IPAddress.Loopback, server.Port);
+            Thread.Sleep(300); // the worker has sent what the kernel takes; the rest waits for the reader
+            byte[] reply = Client.ReadToEnd(socket);
+            Assert.Equal(size, reply.Length);
+            int wrong = Enumerable.Range(0, size).FirstOrDefault(i => reply[i] != (byte)(i % 251), -1);
+            Assert.True(wrong < 0, $"byte {wrong} of the reply is {reply[Math.Max(wrong, 0)]}, not {Math.Max(wrong, 0) % 251}");
+        }
+        Assert.Equal(2, server.Children().Count);
+        Assert.DoesNotContain(server.Log, l => l.Contains("handler failed", StringComparison.Ordinal));
     }
 
     [Fact]

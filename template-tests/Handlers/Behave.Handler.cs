@@ -7,7 +7,6 @@ using System;
 using System.Globalization;
 using System.IO;
 using System.Net;
-using System.Net.Sockets;
 using System.Text;
 using System.Threading;
 using System.Threading.Tasks;
@@ -18,6 +17,8 @@ public sealed class Handler
     private readonly TimeSpan delay;     // SLOW_MS: wait this long before answering...
     private readonly int slowPort;       // ...SLOW_PORT: only the client connecting from this port
     private readonly string? hang;       // HANG_FILE: the connection that renames it blocks its thread for ever
+    private readonly byte[]? large;      // REPLY_BYTES: this many bytes (0, 1, ... 250, 0, ...) instead of the greeting
+    private readonly int garbage;        // GARBAGE_BYTES: allocated (and dropped) for each connection, as a handler that reads a request does
 
     public Handler(Settings settings, int workerIndex)
     {
@@ -26,12 +27,19 @@ public sealed class Handler
         delay = TimeSpan.FromMilliseconds(int.Parse(Environment.GetEnvironmentVariable("SLOW_MS") ?? "0", CultureInfo.InvariantCulture));
         slowPort = int.Parse(Environment.GetEnvironmentVariable("SLOW_PORT") ?? "0", CultureInfo.InvariantCulture);
         hang = Environment.GetEnvironmentVariable("HANG_FILE");
+        garbage = int.Parse(Environment.GetEnvironmentVariable("GARBAGE_BYTES") ?? "0", CultureInfo.InvariantCulture);
+        if (Environment.GetEnvironmentVariable("REPLY_BYTES") is string bytes)
+        {
+            large = new byte[int.Parse(bytes, CultureInfo.InvariantCulture)];
+            for (int i = 0; i < large.Length; i++) large[i] = (byte)(i % 251);
+        }
     }
 
-    public async ValueTask HandleAsync(Socket client, CancellationToken timeout)
+    public async ValueTask HandleAsync(Connection client, CancellationToken timeout)
     {
-        if (delay > TimeSpan.Zero && (slowPort == 0 || ((IPEndPoint)client.RemoteEndPoint!).Port == slowPort))
+        if (delay > TimeSpan.Zero && (slowPort == 0 || ((IPEndPoint)client.Socket.RemoteEndPoint!).Port == slowPort))
             await Task.Delay(delay, timeout);
+        if (garbage > 0) GC.KeepAlive(new byte[garbage]);
         if (hang is not null && File.Exists(hang))
         {
             try
@@ -41,6 +49,6 @@ public sealed class Handler
             }
             catch (IOException) { } // another connection took it first
         }
-        await client.SendAsync(reply, SocketFlags.None, timeout);
+        await client.SendAsync(large ?? reply, timeout);
     }
 }

@@ -2,7 +2,6 @@
 // ("HELLO FROM 1234"), while Settings.DefaultGreeting, which the generated tests expect, stays.
 namespace MyServer;
 
-using System.Net.Sockets;
 using System.Text;
 using System.Threading;
 using System.Threading.Tasks;
@@ -14,6 +13,6 @@ public sealed class Handler
     public Handler(Settings settings, int workerIndex) =>
         reply = Encoding.UTF8.GetBytes(settings.GreetingFor(workerIndex).ToUpperInvariant() + "\n");
 
-    public async ValueTask HandleAsync(Socket client, CancellationToken timeout) =>
-        await client.SendAsync(reply, SocketFlags.None, timeout);
+    public async ValueTask HandleAsync(Connection client, CancellationToken timeout) =>
+        await client.SendAsync(reply, timeout);
 }

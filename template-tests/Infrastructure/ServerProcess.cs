@@ -158,8 +158,11 @@ public sealed partial class ServerProcess : IDisposable
     /// DOTNET_GCgen0size=10000: 64 KiB (hex, as the runtime reads it), the smallest gen0 budget
     /// the runtime accepts (below it, it takes its default). Workers then collect garbage all the
     /// time, which is where a registration or a handle that nothing keeps alive gets lost.
+    /// The greeting itself allocates almost nothing (a Connection, under 100 bytes), so the
+    /// behaviour project's handler also allocates GARBAGE_BYTES a connection, as a handler that
+    /// reads a request or builds an answer does.
     /// </summary>
-    public static Dictionary<string, string> TinyGen0() => new() { ["DOTNET_GCgen0size"] = "10000" };
+    public static Dictionary<string, string> TinyGen0() => new() { ["DOTNET_GCgen0size"] = "10000", ["GARBAGE_BYTES"] = "1024" };
 
     /// <summary>Each worker's accepted connections and gen0 collections so far, from the master's USR1 statistics.</summary>
     public IReadOnlyList<(long Accepted, int Collections)> WorkerCollections(int workers)

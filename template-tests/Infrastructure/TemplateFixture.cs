@@ -32,6 +32,7 @@ public sealed class TemplateFixture : IAsyncLifetime
         new("name-My.Server-2", "My.Server-2", []),
         new("name-Worker", "Worker", []),
         new("name-Socket", "Socket", []),
+        new("name-Connection", "Connection", []),
         new("name-Program", "Program", []),
         new("name-class", "class", []),
         new("aot", "MyAotServer", ["--aot"]),

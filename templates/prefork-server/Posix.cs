@@ -231,6 +231,22 @@ internal static class Posix
         return client;
     }
 
+    /// <summary>
+    /// send(2) of what the socket takes now, without waiting (MSG_DONTWAIT), and with no SIGPIPE
+    /// if the client has gone (MSG_NOSIGNAL): the count of bytes sent, or -1 (none could go now,
+    /// or an error).
+    /// </summary>
+    public static int SendNow(SafeHandle socket, ReadOnlySpan<byte> data) =>
+        (int)send(socket, ref MemoryMarshal.GetReference(data), data.Length, MsgDontwait | MsgNosignal);
+
+    /// <summary>close(2); false if it failed (the descriptor is closed all the same on Linux).</summary>
+    public static bool Close(int fd) => Syscall.close(fd) == 0;
+
+    private const int MsgDontwait = 0x40, MsgNosignal = 0x4000; // Linux values
+
+    [DllImport("libc")]
+    private static extern nint send(SafeHandle socket, ref byte data, nint length, int flags);
+
     private const int SockCloexec = 0x80000; // SOCK_CLOEXEC on Linux
 
     [DllImport("libc", SetLastError = true)]

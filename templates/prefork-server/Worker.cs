@@ -340,11 +340,9 @@ internal sealed class Worker
 #if (!httpHandler)
     private async System.Threading.Tasks.Task ServeAsync(int fd)
     {
-        var handle = new SafeSocketHandle(fd, ownsHandle: true);
-        Socket? client = null;
+        var client = new Connection(fd);
         try
         {
-            client = new Socket(handle);
             await handler.HandleAsync(client, Deadlines.Write());
         }
         catch (Exception e) when (e is SocketException or OperationCanceledException or IOException)
@@ -357,10 +355,7 @@ internal sealed class Worker
         }
         finally
         {
-            // The handle closes the descriptor, once: a close(fd) here could later close
-            // another connection that got the same number.
-            if (client is null) handle.Dispose();
-            else client.Dispose();
+            client.Close();
             Closed();
         }
     }

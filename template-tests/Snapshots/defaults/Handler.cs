@@ -1,6 +1,5 @@
 namespace MyServer;
 
-using System.Net.Sockets;
 using System.Text;
 using System.Threading;
 using System.Threading.Tasks;
@@ -8,8 +7,9 @@ using System.Threading.Tasks;
 /// <summary>
 /// What the server does with a connection: THIS IS THE FILE TO EDIT.
 /// Each worker process makes one Handler when it starts, then calls <see cref="HandleAsync"/>
-/// for every connection it accepts, up to --max-connections at once, and closes the
-/// connection when it returns. An exception in it ends that connection only (it is logged),
+/// for every connection it accepts (a Connection: sends, receives and, when asked for, the
+/// Socket; Connection.cs), up to --max-connections at once, and closes the connection when it
+/// returns. An exception in it ends that connection only (it is logged),
 /// never the worker.
 /// HandleAsync starts on the worker's accepting thread and goes on on the thread pool after
 /// its first await that has to wait: await slow work (Task.Delay, ReceiveAsync, database
@@ -35,8 +35,8 @@ public sealed class Handler
     }
 
     /// <summary>Serves one client (the class comment says how; <paramref name="timeout"/> is the first answer's deadline).</summary>
-    public async ValueTask HandleAsync(Socket client, CancellationToken timeout)
+    public async ValueTask HandleAsync(Connection client, CancellationToken timeout)
     {
-        await client.SendAsync(reply, SocketFlags.None, timeout);
+        await client.SendAsync(reply, timeout);
     }
 }

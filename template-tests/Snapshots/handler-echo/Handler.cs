@@ -2,15 +2,15 @@ namespace MyServer;
 
 using System;
 using System.Buffers;
-using System.Net.Sockets;
 using System.Threading;
 using System.Threading.Tasks;
 
 /// <summary>
 /// What the server does with a connection: THIS IS THE FILE TO EDIT.
 /// Each worker process makes one Handler when it starts, then calls <see cref="HandleAsync"/>
-/// for every connection it accepts, up to --max-connections at once, and closes the
-/// connection when it returns. An exception in it ends that connection only (it is logged),
+/// for every connection it accepts (a Connection: sends, receives and, when asked for, the
+/// Socket; Connection.cs), up to --max-connections at once, and closes the connection when it
+/// returns. An exception in it ends that connection only (it is logged),
 /// never the worker.
 /// HandleAsync starts on the worker's accepting thread and goes on on the thread pool after
 /// its first await that has to wait: await slow work (Task.Delay, ReceiveAsync, database
@@ -40,9 +40,9 @@ public sealed class Handler
     }
 
     /// <summary>Serves one client (the class comment says how; <paramref name="timeout"/> is the first answer's deadline).</summary>
-    public async ValueTask HandleAsync(Socket client, CancellationToken timeout)
+    public async ValueTask HandleAsync(Connection client, CancellationToken timeout)
     {
-        client.NoDelay = true; // a line goes back at once, even before the last one is acknowledged
+        client.Socket.NoDelay = true; // a line goes back at once, even before the last one is acknowledged
         byte[] buffer = ArrayPool<byte>.Shared.Rent(MaxLine);
         try
         {
@@ -50,8 +50,7 @@ public sealed class Handler
             CancellationToken deadline = timeout;
             while (true)
             {
-                int read = await client.ReceiveAsync(buffer.AsMemory(held, MaxLine - held), SocketFlags.None,
-                    held == 0 ? Deadlines.Idle() : deadline);
+                int read = await client.ReceiveAsync(buffer.AsMemory(held, MaxLine - held), held == 0 ? Deadlines.Idle() : deadline);
                 if (read == 0) return; // the client closed; an unfinished last line is dropped
                 if (held == 0) deadline = Deadlines.Write();
                 held += read;
@@ -60,7 +59,7 @@ public sealed class Handler
                 int lines = buffer.AsSpan(0, held).LastIndexOf((byte)'\n') + 1;
                 if (lines > 0)
                 {
-                    await client.SendAsync(buffer.AsMemory(0, lines), SocketFlags.None, deadline);
+                    await client.SendAsync(buffer.AsMemory(0, lines), deadline);
                     buffer.AsSpan(lines, held - lines).CopyTo(buffer);
                     held -= lines;
                     deadline = Deadlines.Write(); // for the line begun after them, if any
