@@ -187,6 +187,34 @@ public sealed partial class TemplateTests(TemplateFixture fixture, ITestOutputHe
         Assert.Matches(@"^Hello from \d+\n$", Client.Greet(server.Port));
     }
 
+    /// <summary>
+    /// -n System would build a program that cannot start (the runtime loads .NET's System.dll
+    /// in its place): the first build says so. A name that only looks like one of .NET's builds.
+    /// </summary>
+    [Theory]
+    [InlineData("System", true)]
+    [InlineData("Microsoft.CSharp", true)]
+    [InlineData("System.Tools", false)]
+    public async Task A_name_of_one_of_the_runtimes_own_assemblies_fails_the_first_build(string name, bool refused)
+    {
+        string dir = Path.Combine(fixture.WorkDir, "out", "name-" + Guid.NewGuid().ToString("N")[..6]);
+        CliResult generated = await fixture.DotnetNewAsync(["prefork-server", "-n", name, "-o", dir]);
+        Assert.Equal(0, generated.ExitCode);
+        CliResult build = await Cli.DotnetAsync(["build", dir, "--disable-build-servers", "-nologo", "-warnaserror"], dir);
+        output.WriteLine(build.StdOut);
+        string message = $"The project is named '{name}', as .NET's own {name}.dll: the runtime would load that in place of this program";
+        if (refused)
+        {
+            Assert.NotEqual(0, build.ExitCode);
+            Assert.Contains(message, build.StdOut);
+            return;
+        }
+        Assert.Equal(0, build.ExitCode);
+        Assert.DoesNotContain(message, build.StdOut);
+        using var server = ServerProcess.Start(dir, "--host", "127.0.0.1", "--port", "0", "--workers", "2").WaitUntilReady();
+        Assert.Matches(@"^Hello from \d+\n$", Client.Greet(server.Port));
+    }
+
     [Fact]
     public async Task Out_of_range_numbers_fail_the_first_build_naming_the_parameter_and_its_range()
     {
