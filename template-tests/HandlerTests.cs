@@ -56,6 +56,28 @@ public sealed class HandlerTests(TemplateFixture fixture)
         Assert.True(client.AtEnd(), "the server kept the connection after the client closed its side");
     }
 
+    /// <summary>
+    /// --defer-accept (echo's default is 1 s; 5 here, so the kernel still holds the silent
+    /// client when it is counted): a worker accepts only a client that has sent something. With
+    /// 0, the silent client is accepted as soon as it connects.
+    /// </summary>
+    [Theory]
+    [InlineData("5", 1)]
+    [InlineData("0", 2)]
+    public async Task Echo_with_defer_accept_takes_a_connection_once_its_client_has_spoken(string seconds, int acceptedBeforeItSpeaks)
+    {
+        using var server = await Start("handler-echo", "--workers", "1", "--defer-accept", seconds);
+        using var silent = RawClient.Connect(server.Port); // connected, nothing sent yet
+        using var speaker = RawClient.Connect(server.Port);
+        speaker.Send("hello\n");
+        Assert.Equal("hello\n", speaker.ReadString(6));
+        Assert.Equal(acceptedBeforeItSpeaks, server.WorkerCollections(1).Single().Accepted);
+
+        silent.Send("late\n");
+        Assert.Equal("late\n", silent.ReadString(5));
+        Assert.Equal(2, server.WorkerCollections(1).Single().Accepted);
+    }
+
     [Fact]
     public async Task Echo_drops_a_client_whose_line_never_ends_and_serves_on()
     {

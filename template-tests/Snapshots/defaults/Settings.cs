@@ -46,6 +46,7 @@ public sealed class Settings
     public int Port { get; private set; } = DefaultPort;
     public string Greeting { get; private set; } = DefaultGreeting;
     public int Backlog { get; private set; } = 1024;
+    public int DeferAccept { get; private set; }
     public int MaxConnections { get; private set; } = 1000;
     public TimeSpan ShutdownTimeout { get; private set; } = TimeSpan.FromSeconds(30);
     public TimeSpan WriteTimeout { get; private set; } = TimeSpan.FromSeconds(10);
@@ -78,6 +79,8 @@ public sealed class Settings
             (s, v) => s.Greeting = v, s => s.Greeting),
         new("backlog", "length of the kernel's queue of connections not yet accepted, 1 to 65535",
             (s, v) => s.Backlog = Int("backlog", v, 1, 65535), s => Str(s.Backlog)),
+        new("defer-accept", "seconds the kernel holds a new connection until the client's first bytes arrive, before a worker accepts it (TCP_DEFER_ACCEPT; only for a handler that waits for the client to speak first), 0 (off) to 600",
+            (s, v) => s.DeferAccept = Int("defer-accept", v, 0, 600), s => Str(s.DeferAccept)),
         new("max-connections", "connections one worker serves at once, 1 to 100000; a full worker stops accepting",
             (s, v) => s.MaxConnections = Int("max-connections", v, 1, 100_000), s => Str(s.MaxConnections)),
         new("shutdown-timeout", "seconds a graceful stop may take before workers are killed, 0 to 3600",
@@ -108,7 +111,7 @@ public sealed class Settings
         .Replace("{worker}", workerIndex.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal);
 
     /// <summary>The options a running master cannot change on HUP: the socket is already bound.</summary>
-    public static readonly string[] FixedOnReload = ["host", "port", "backlog", "signals", "config", "pid-file"];
+    public static readonly string[] FixedOnReload = ["host", "port", "backlog", "defer-accept", "signals", "config", "pid-file"];
 
     /// <summary>Names of the options whose values differ between two settings.</summary>
     public IEnumerable<string> Differences(Settings other) =>

@@ -24,10 +24,16 @@ internal static class ListeningSocket
             socket.DualMode = true; // "::" takes IPv4 connections too
         socket.Bind(new IPEndPoint(settings.Host, settings.Port));
         socket.Listen(settings.Backlog);
+        // --defer-accept: a worker is woken only once the client has sent its first bytes, so
+        // its first read finds them at once (no wait, no thread of the pool woken for it).
+        if (settings.DeferAccept > 0)
+            socket.SetRawSocketOption(IpProtocolTcp, TcpDeferAccept, BitConverter.GetBytes(settings.DeferAccept));
         // .NET opens every descriptor close-on-exec; this one, alone, must reach the workers.
         Posix.Inherit((int)socket.SafeHandle.DangerousGetHandle());
         return (socket, "", false, false);
     }
+
+    private const int IpProtocolTcp = 6, TcpDeferAccept = 9; // Linux values
 
     /// <summary>A listening TCP socket received from systemd or an old master; never closed here.</summary>
     private static Socket Inherited(int fd, string from)
