@@ -15,6 +15,16 @@ internal static class Program
                 return SummaryReport.Run(args[1..]);
             }
 
+            if (args.Length > 0 && args[0] == "scale-report")
+            {
+                return ScaleReport.Run(args[1..]);
+            }
+
+            if (args.Length > 0 && args[0] == "hold")
+            {
+                return HoldCommand.Run(args[1..]);
+            }
+
             if (args.Length > 0 && args[0] == "run")
             {
                 args = args[1..];

@@ -285,7 +285,7 @@ internal static class SummaryReport
     }
 
     /// <summary>Median of the values present; the mean of the two middle ones for an even count.</summary>
-    private static double? Median(IEnumerable<double?> values) =>
+    internal static double? Median(IEnumerable<double?> values) =>
         Median(values.Where(v => v is not null).Select(v => v!.Value));
 
     private static double? Median(IEnumerable<double> values)
@@ -355,7 +355,7 @@ internal static class SummaryReport
         return m;
     }
 
-    private static Dictionary<string, string> ReadMeta(string dir)
+    internal static Dictionary<string, string> ReadMeta(string dir)
     {
         var meta = new Dictionary<string, string>(StringComparer.Ordinal);
         string path = Path.Combine(dir, "meta.env");
@@ -376,10 +376,10 @@ internal static class SummaryReport
         return meta;
     }
 
-    private static double? Num(Dictionary<string, string> meta, string key) =>
+    internal static double? Num(Dictionary<string, string> meta, string key) =>
         meta.TryGetValue(key, out string? v) && double.TryParse(v, NumberStyles.Float, Ci, out double d) ? d : null;
 
-    private static string F(double? v, string format, string missing = "—") =>
+    internal static string F(double? v, string format, string missing = "—") =>
         v is double d ? d.ToString(format, Ci) : missing;
 
     private static string Mem(MemorySnapshot? m) =>
@@ -387,7 +387,7 @@ internal static class SummaryReport
             ? string.Create(Ci, $"{pss / 1024:F2} / {rss / 1024:F2}")
             : "—";
 
-    private static string Md(string text) => text.Replace("|", "\\|", StringComparison.Ordinal);
+    internal static string Md(string text) => text.Replace("|", "\\|", StringComparison.Ordinal);
 
     private static string Markdown(BenchSummary sum, ServerSummary? baseServer)
     {
@@ -530,5 +530,5 @@ internal static class SummaryReport
         return sb.ToString();
     }
 
-    private static string X(string text) => SecurityElement.Escape(text) ?? "";
+    internal static string X(string text) => SecurityElement.Escape(text) ?? "";
 }
