@@ -155,39 +155,19 @@ internal static class ScaleReport
             Points = [.. points.GroupBy(key).Select(g => g.Last()).OrderBy(key)],
         };
 
-    private static ScalePointServer ToPointServer(ServerSummary s) => new()
+    private static ScalePointServer ToPointServer(ServerSummary s)
     {
-        Name = s.Name,
-        Status = s.Status,
-        Note = s.Note,
-        RunCount = s.RunCount,
-        RunsAttempted = s.RunsAttempted,
-        ConnectionsPerSecond = s.ConnectionsPerSecond,
-        ConnectionsPerSecondMin = s.ConnectionsPerSecondMin,
-        ConnectionsPerSecondMax = s.ConnectionsPerSecondMax,
-        RatioToBaseline = s.RatioToBaseline,
-        RatioToBaselineMin = s.RatioToBaselineMin,
-        RatioToBaselineMax = s.RatioToBaselineMax,
-        ServerCpuUsPerConnection = s.ServerCpuUsPerConnection,
-        ServerCpuShareOfMachine = s.ServerCpuShareOfMachine,
-        ClientCpuUsPerConnection = s.ClientCpuUsPerConnection,
-        Fairness = s.Fairness,
-        PidsSeen = s.PidsSeen,
-        P50Us = s.P50Us,
-        P99Us = s.P99Us,
-        MaxUs = s.MaxUs,
-        StartupMs = s.StartupMs,
-        LoadGenElapsedSeconds = Median(Measured(s).Select(r => (double?)r.LoadGen!.ElapsedSeconds)),
-        ClientsInFlight = Median(Measured(s).Select(r => (double?)(r.LoadGen!.ConnectionsPerSecond * r.LoadGen.LatencyUs.Mean / 1e6))) is double f
-            ? Math.Round(f, 1)
-            : null,
-        IdleTotalPssKiB = s.Idle?.TotalPssKiB,
-        LoadedTotalPssKiB = s.Loaded?.TotalPssKiB,
-        Failed = s.Failed,
-        Failures = s.Failures,
-    };
-
-    private static IEnumerable<RunSummary> Measured(ServerSummary s) => s.Runs.Where(r => r.Status == "ok" && r.LoadGen is not null);
+        List<LoadResult> runs = [.. s.Runs.Where(r => r.Status == "ok" && r.LoadGen is not null).Select(r => r.LoadGen!)];
+        s.Runs = [];
+        return new ScalePointServer
+        {
+            Medians = s,
+            LoadGenElapsedSeconds = Median(runs.Select(r => (double?)r.ElapsedSeconds)),
+            ClientsInFlight = Median(runs.Select(r => (double?)(r.ConnectionsPerSecond * r.LatencyUs.Mean / 1e6))) is double f
+                ? Math.Round(f, 1)
+                : null,
+        };
+    }
 
     private static IdleSummary LoadIdle(string dir)
     {
@@ -249,12 +229,13 @@ internal static class ScaleReport
 
     private static string Failed(ScalePointServer p)
     {
-        if (p.Failed is not long f)
+        ServerSummary m = p.Medians;
+        if (m.Failed is not long f)
         {
-            return p.Status == "ok" ? "—" : Md(p.Status);
+            return m.Status == "ok" ? "—" : Md(m.Status);
         }
 
-        string kinds = string.Join(", ", (p.Failures ?? []).Where(kv => kv.Value > 0).Select(kv => $"{kv.Key} {kv.Value.ToString("N0", Ci)}"));
+        string kinds = string.Join(", ", (m.Failures ?? []).Where(kv => kv.Value > 0).Select(kv => $"{kv.Key} {kv.Value.ToString("N0", Ci)}"));
         return f == 0 ? "0" : $"{f.ToString("N0", Ci)} ({kinds})";
     }
 
@@ -281,58 +262,23 @@ internal static class ScaleReport
         }
 
         sb.AppendLine();
-        ScaleSweep w = sum.WorkersSweep;
-        if (w.Points.Count > 0)
-        {
-            sb.AppendLine(Ci, $"## Workers ({w.FixedValue} clients)");
-            sb.AppendLine();
-            sb.AppendLine("![conn/s and server CPU per connection by worker count](scale-workers.svg)");
-            sb.AppendLine();
-            Table(sb, sum, w, true,
-                new("conn/s", p => F(p.ConnectionsPerSecond, "N0")),
-                new("server CPU µs/conn", p => F(p.ServerCpuUsPerConnection, "0.0")),
-                new("fairness", p => F(p.Fairness, "0.000")),
-                new("startup ms", p => F(p.StartupMs, "0.0")),
-                new("total PSS MiB, idle / loaded", p => $"{MiB(p.IdleTotalPssKiB)} / {MiB(p.LoadedTotalPssKiB)}"),
-                new("failed", Failed));
-            sb.AppendLine();
-            sb.AppendLine("Where the time goes (server CPU: share of all cores during the load; LoadGen: its own CPU per connection; in flight: clients inside a connection on average, conn/s × mean latency; run: LoadGen's wall time):");
-            sb.AppendLine();
-            Table(sb, sum, w, false,
-                new("server CPU share", p => F(p.ServerCpuShareOfMachine * 100, "0") + " %"),
-                new("LoadGen CPU µs/conn", p => F(p.ClientCpuUsPerConnection, "0.0")),
-                new("p99 µs", p => F(p.P99Us, "0")),
-                new("in flight", p => F(p.ClientsInFlight, "0")),
-                new("run s", p => F(p.LoadGenElapsedSeconds, "0.0")));
-            sb.AppendLine();
-            Changes(sb, sum, w);
-        }
-
-        ScaleSweep c = sum.ClientsSweep;
-        if (c.Points.Count > 0)
-        {
-            sb.AppendLine(Ci, $"## Clients ({c.FixedValue} workers)");
-            sb.AppendLine();
-            sb.AppendLine("![conn/s and latency by client count](scale-clients.svg)");
-            sb.AppendLine();
-            Table(sb, sum, c, true,
-                new("conn/s", p => F(p.ConnectionsPerSecond, "N0")),
-                new("p50 µs", p => F(p.P50Us, "0")),
-                new("p99 µs", p => F(p.P99Us, "0")),
-                new("failed", Failed));
-            sb.AppendLine();
-            sb.AppendLine("Where the time goes (in flight: clients inside a connection on average, conn/s × mean latency; run: LoadGen's wall time):");
-            sb.AppendLine();
-            Table(sb, sum, c, false,
-                new("server CPU share", p => F(p.ServerCpuShareOfMachine * 100, "0") + " %"),
-                new("server CPU µs/conn", p => F(p.ServerCpuUsPerConnection, "0.0")),
-                new("LoadGen CPU µs/conn", p => F(p.ClientCpuUsPerConnection, "0.0")),
-                new("in flight", p => F(p.ClientsInFlight, "0")),
-                new("max µs", p => F(p.MaxUs, "0")),
-                new("run s", p => F(p.LoadGenElapsedSeconds, "0.0")));
-            sb.AppendLine();
-            Changes(sb, sum, c);
-        }
+        ScaleSweep w = sum.WorkersSweep, c = sum.ClientsSweep;
+        Metric conns = new("conn/s", p => F(p.Medians.ConnectionsPerSecond, "N0"));
+        Metric cpuShare = new("server CPU share", p => F(p.Medians.ServerCpuShareOfMachine * 100, "0") + " %");
+        Metric cpu = new("server CPU µs/conn", p => F(p.Medians.ServerCpuUsPerConnection, "0.0"));
+        Metric clientCpu = new("LoadGen CPU µs/conn", p => F(p.Medians.ClientCpuUsPerConnection, "0.0"));
+        Metric p99 = new("p99 µs", p => F(p.Medians.P99Us, "0"));
+        Metric inFlight = new("in flight", p => F(p.ClientsInFlight, "0"));
+        Metric run = new("run s", p => F(p.LoadGenElapsedSeconds, "0.0"));
+        Metric failed = new("failed", Failed);
+        const string Where = "Where the time goes (server CPU share: of all cores during the load; LoadGen: its own CPU per connection; in flight: clients inside a connection on average, conn/s × mean latency; run: LoadGen's wall time):";
+        Section(sb, sum, w, $"Workers ({w.FixedValue} clients)", "![conn/s and server CPU per connection by worker count](scale-workers.svg)",
+            [conns, cpu, new("fairness", p => F(p.Medians.Fairness, "0.000")), new("startup ms", p => F(p.Medians.StartupMs, "0.0")),
+                new("total PSS MiB, idle / loaded", p => $"{MiB(p.Medians.Idle?.TotalPssKiB)} / {MiB(p.Medians.Loaded?.TotalPssKiB)}"), failed],
+            Where, [cpuShare, clientCpu, p99, inFlight, run]);
+        Section(sb, sum, c, $"Clients ({c.FixedValue} workers)", "![conn/s and latency by client count](scale-clients.svg)",
+            [conns, new("p50 µs", p => F(p.Medians.P50Us, "0")), p99, failed],
+            Where, [cpuShare, cpu, clientCpu, inFlight, new("max µs", p => F(p.Medians.MaxUs, "0")), run]);
 
         if (sum.Idle is IdleSummary idle)
         {
@@ -342,7 +288,7 @@ internal static class ScaleReport
         var notes = new List<string>();
         foreach (ScalePoint p in w.Points.Concat(c.Points).Distinct())
         {
-            foreach (ScalePointServer s in p.Servers)
+            foreach ((ServerSummary s, double? elapsed) in p.Servers.Select(x => (x.Medians, x.LoadGenElapsedSeconds)))
             {
                 ScaleServer? server = sum.Servers.Find(x => x.Name == s.Name);
                 string where = string.Create(Ci, $"{p.Workers} workers, {p.Clients} clients, {Md(server is null ? s.Name : ShortName(server))}");
@@ -352,7 +298,7 @@ internal static class ScaleReport
                 }
 
                 // LoadGen starts one thread per client, and the time it takes is part of the run.
-                if (s.LoadGenElapsedSeconds is double e && sum.DurationSeconds is double d && e > d * 1.25)
+                if (elapsed is double e && sum.DurationSeconds is double d && e > d * 1.25)
                 {
                     notes.Add(string.Create(Ci, $"{where}: LoadGen's runs lasted {e:0.0} s for {d:0.###} s asked: starting its {p.Clients} client threads took about {e - d:0.0} s, while fewer clients ran (see \"in flight\")"));
                 }
@@ -373,6 +319,28 @@ internal static class ScaleReport
         }
 
         return sb.ToString();
+    }
+
+    /// <summary>A sweep's section: its chart, its main table, the table of where the time goes, the changes of conn/s.</summary>
+    private static void Section(StringBuilder sb, ScaleSummary sum, ScaleSweep sweep, string title, string chart,
+        Metric[] main, string whereText, Metric[] where)
+    {
+        if (sweep.Points.Count == 0)
+        {
+            return;
+        }
+
+        sb.AppendLine(Ci, $"## {title}");
+        sb.AppendLine();
+        sb.AppendLine(chart);
+        sb.AppendLine();
+        Table(sb, sum, sweep, true, main);
+        sb.AppendLine();
+        sb.AppendLine(whereText);
+        sb.AppendLine();
+        Table(sb, sum, sweep, false, where);
+        sb.AppendLine();
+        Changes(sb, sum, sweep);
     }
 
     /// <summary>
@@ -399,7 +367,7 @@ internal static class ScaleReport
                 foreach (ScaleServer s in sum.Servers.Where(s => s != baseServer))
                 {
                     headers.Add($"{ShortName(s)} ÷ {baseShort}");
-                    cells.Add(p => Find(p, s) is ScalePointServer ps
+                    cells.Add(p => Find(p, s)?.Medians is ServerSummary ps
                         ? F(ps.RatioToBaseline, "0.00") + (ps.RatioToBaselineMin is double lo && ps.RatioToBaselineMax is double hi && hi > lo ? string.Create(Ci, $" ({lo:0.00}–{hi:0.00})") : "")
                         : "—");
                 }
@@ -414,7 +382,7 @@ internal static class ScaleReport
         }
     }
 
-    private static ScalePointServer? Find(ScalePoint p, ScaleServer s) => p.Servers.Find(x => x.Name == s.Name && x.Status != "skipped");
+    private static ScalePointServer? Find(ScalePoint p, ScaleServer s) => p.Servers.Find(x => x.Medians.Name == s.Name && x.Medians.Status != "skipped");
 
     /// <summary>Per server: how conn/s changed from each point to the next, and where it was highest.</summary>
     private static void Changes(StringBuilder sb, ScaleSummary sum, ScaleSweep sweep)
@@ -433,7 +401,7 @@ internal static class ScaleReport
             foreach (ScalePoint p in sweep.Points)
             {
                 int key = sweep.Varies == "workers" ? p.Workers : p.Clients;
-                if (Find(p, s)?.ConnectionsPerSecond is not double cps)
+                if (Find(p, s)?.Medians.ConnectionsPerSecond is not double cps)
                 {
                     previous = null;
                     continue;
@@ -519,8 +487,8 @@ internal static class ScaleReport
 
         return ScaleCharts.Chart("Connections/s and server CPU per connection by worker count", Subtitle(sum, w), "workers",
             [.. w.Points.Select(p => p.Workers)], Legend(sum),
-            new ScaleCharts.Panel("conn/s (higher is better)", false, Lines(sum, w, p => p.ConnectionsPerSecond)),
-            new ScaleCharts.Panel("server CPU µs/conn (lower is better)", false, Lines(sum, w, p => p.ServerCpuUsPerConnection)));
+            new ScaleCharts.Panel("conn/s (higher is better)", false, Lines(sum, w, p => p.Medians.ConnectionsPerSecond)),
+            new ScaleCharts.Panel("server CPU µs/conn (lower is better)", false, Lines(sum, w, p => p.Medians.ServerCpuUsPerConnection)));
     }
 
     private static string ClientsChart(ScaleSummary sum)
@@ -533,9 +501,9 @@ internal static class ScaleReport
 
         return ScaleCharts.Chart("Connections/s and latency by client count", Subtitle(sum, c), "clients",
             [.. c.Points.Select(p => p.Clients)], Legend(sum),
-            new ScaleCharts.Panel("conn/s (higher is better)", false, Lines(sum, c, p => p.ConnectionsPerSecond)),
+            new ScaleCharts.Panel("conn/s (higher is better)", false, Lines(sum, c, p => p.Medians.ConnectionsPerSecond)),
             new ScaleCharts.Panel("latency µs (log): p99 solid, p50 dashed", true,
-                [.. Lines(sum, c, p => p.P99Us), .. Lines(sum, c, p => p.P50Us, dashed: true)]));
+                [.. Lines(sum, c, p => p.Medians.P99Us), .. Lines(sum, c, p => p.Medians.P50Us, dashed: true)]));
     }
 
     private static string Empty(string text) =>

@@ -64,31 +64,13 @@ internal sealed class ScalePoint
 }
 
 /// <summary>
-/// One server at one point: the medians over its runs there, as bench/run.sh's report gives them
-/// (see <see cref="ServerSummary"/>, whose field names these are), and the total PSS of the server.
+/// One server at one point: bench/run.sh's medians for it there (its entry of the point's
+/// results.json, without the runs, which stay in that file), and two figures derived from
+/// its runs' LoadGen results.
 /// </summary>
 internal sealed class ScalePointServer
 {
-    public string Name { get; set; } = "";
-    public string Status { get; set; } = "";
-    public string? Note { get; set; }
-    public int RunCount { get; set; }
-    public int RunsAttempted { get; set; }
-    public double? ConnectionsPerSecond { get; set; }
-    public double? ConnectionsPerSecondMin { get; set; }
-    public double? ConnectionsPerSecondMax { get; set; }
-    public double? RatioToBaseline { get; set; }
-    public double? RatioToBaselineMin { get; set; }
-    public double? RatioToBaselineMax { get; set; }
-    public double? ServerCpuUsPerConnection { get; set; }
-    public double? ServerCpuShareOfMachine { get; set; }
-    public double? ClientCpuUsPerConnection { get; set; }
-    public double? Fairness { get; set; }
-    public double? PidsSeen { get; set; }
-    public double? P50Us { get; set; }
-    public double? P99Us { get; set; }
-    public double? MaxUs { get; set; }
-    public double? StartupMs { get; set; }
+    public ServerSummary Medians { get; set; } = new();
 
     /// <summary>LoadGen's wall time per run (first connect to the end of the last connection), s.</summary>
     public double? LoadGenElapsedSeconds { get; set; }
@@ -98,12 +80,6 @@ internal sealed class ScalePointServer
     /// count when clients spent time outside a connection (or had not started yet).
     /// </summary>
     public double? ClientsInFlight { get; set; }
-
-    /// <summary>Master + workers, KiB, before the load (idle) and right after it (loaded).</summary>
-    public long? IdleTotalPssKiB { get; set; }
-    public long? LoadedTotalPssKiB { get; set; }
-    public long? Failed { get; set; }
-    public Dictionary<string, long>? Failures { get; set; }
 }
 
 /// <summary>
