@@ -99,7 +99,8 @@ fi
 # (about 5 s), and per run the load plus about 2.5 s (launch, settle, memory, stop); the idle test.
 estimate=$(awk -v p=${#POINTS[@]} -v r="$RUNS" -v d="$DURATION" -v idle=$((IDLE_CONNECTIONS > 0)) \
   'BEGIN { printf "%.0f", (60 + 70 * (p > 0) + 70 * idle + p * (5 + 2 * r * (d + 2.5)) + 15 * idle) / 60 }')
-log "${#POINTS[@]} points (workers,clients: ${POINTS[*]}), $RUNS rounds of $DURATION s per point, idle test: $IDLE_CONNECTIONS connections"
+rounds_word=rounds; ((RUNS == 1)) && rounds_word=round
+log "${#POINTS[@]} points (workers,clients: ${POINTS[*]}), $RUNS $rounds_word of $DURATION s per point, idle test: $IDLE_CONNECTIONS connections"
 log "expected duration: about $estimate min on 2 cores, builds included (more if other work shares the machine)"
 
 POINTS_DIR=$SCALE_DIR/points

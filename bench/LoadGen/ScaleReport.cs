@@ -271,7 +271,8 @@ internal static class ScaleReport
         Metric inFlight = new("in flight", p => F(p.ClientsInFlight, "0"));
         Metric run = new("run s", p => F(p.LoadGenElapsedSeconds, "0.0"));
         Metric failed = new("failed", Failed);
-        const string Where = "Where the time goes (server CPU share: of all cores during the load; LoadGen: its own CPU per connection; in flight: clients inside a connection on average, conn/s × mean latency; run: LoadGen's wall time):";
+        const string Where = "Where the time goes (server CPU share: of all cores during the load; LoadGen: its own CPU per connection; in flight: clients inside a connection on average, conn/s × mean latency; run: LoadGen's wall time). " +
+            "Server CPU comes from each process's /proc/PID/stat in whole 10 ms ticks: with many workers it reads low (bench/README.md, \"Server CPU with many workers\").";
         Section(sb, sum, w, $"Workers ({w.FixedValue} clients)", "![conn/s and server CPU per connection by worker count](scale-workers.svg)",
             [conns, cpu, new("fairness", p => F(p.Medians.Fairness, "0.000")), new("startup ms", p => F(p.Medians.StartupMs, "0.0")),
                 new("total PSS MiB, idle / loaded", p => $"{MiB(p.Medians.Idle?.TotalPssKiB)} / {MiB(p.Medians.Loaded?.TotalPssKiB)}"), failed],
