@@ -100,7 +100,11 @@ fi
 estimate=$(awk -v p=${#POINTS[@]} -v r="$RUNS" -v d="$DURATION" -v idle=$((IDLE_CONNECTIONS > 0)) \
   'BEGIN { printf "%.0f", (60 + 70 * (p > 0) + 70 * idle + p * (5 + 2 * r * (d + 2.5)) + 15 * idle) / 60 }')
 rounds_word=rounds; ((RUNS == 1)) && rounds_word=round
-log "${#POINTS[@]} points (workers,clients: ${POINTS[*]}), $RUNS $rounds_word of $DURATION s per point, idle test: $IDLE_CONNECTIONS connections"
+if ((${#POINTS[@]})); then
+  log "${#POINTS[@]} points (workers,clients: ${POINTS[*]}), $RUNS $rounds_word of $DURATION s per point, idle test: $IDLE_CONNECTIONS connections"
+else
+  log "no points; idle test: $IDLE_CONNECTIONS connections"
+fi
 log "expected duration: about $estimate min on 2 cores, builds included (more if other work shares the machine)"
 
 POINTS_DIR=$SCALE_DIR/points

@@ -246,9 +246,13 @@ internal static class ScaleReport
         string baseShort = baseServer is null ? sum.Baseline : ShortName(baseServer);
         sb.AppendLine("# Scaling: the generated server against the C server");
         sb.AppendLine();
-        sb.AppendLine(Ci, $"Generated {sum.GeneratedAtUtc} by `bash bench/scale.sh` on {Md(sum.Machine)}. ");
-        sb.AppendLine(Ci, $"**Every figure comes from a machine with {sum.Cores} cores**, which the servers, LoadGen and the kernel's TCP work for both share: conn/s is the throughput of the whole machine, and on more cores the curves would bend elsewhere. ");
-        sb.AppendLine(Ci, $"Each point is one run of `bench/run.sh`: {Rounds(sum.Rounds)} of {F(sum.DurationSeconds, "0.###")} s, each round running every server once (fresh launch, alternating); a figure is the median over a server's runs at that point, and \"÷ {Md(baseShort)}\" is the median of the per-round ratios to {Md(baseShort)}. ");
+        sb.AppendLine(Ci, $"Generated {sum.GeneratedAtUtc} by `bash bench/scale.sh`{(sum.Machine.Length > 0 ? " on " + Md(sum.Machine) : "")}. ");
+        sb.AppendLine(Ci, $"**Every figure comes from a machine with {sum.Cores} cores**, which the servers, LoadGen and the kernel's TCP work for both share: conn/s is the throughput of the whole machine, and the curves say nothing of a machine with more cores. ");
+        if (sum.Servers.Count > 0)
+        {
+            sb.AppendLine(Ci, $"Each point is one run of `bench/run.sh`: {Rounds(sum.Rounds)} of {F(sum.DurationSeconds, "0.###")} s, each round running every server once (fresh launch, alternating); a figure is the median over a server's runs at that point, and \"÷ {Md(baseShort)}\" is the median of the per-round ratios to {Md(baseShort)}. ");
+        }
+
         if (sum.MachineSettings.Count > 0)
         {
             sb.AppendLine("Settings of the machine during the run: " + string.Join(", ", sum.MachineSettings.Select(kv => $"`{Md(kv.Key)}` {Md(kv.Value)}")) + ". ");
