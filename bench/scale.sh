@@ -265,8 +265,10 @@ idle_test() {
   mkdir -p "$IDLE_DIR"
   # Every worker may take any share of the connections (--max-connections n): the spread is
   # the kernel's and the server's own. Nothing times out while they are held (--idle-timeout).
+  # The workers take each connection as it comes (--defer-accept 0): these clients never speak,
+  # and with echo's default the kernel would hold them, not the workers.
   cmd=("$BUILD_DIR/echo/aot/EchoServer" --host 127.0.0.1 --port 0 --workers "$AT_WORKERS"
-    --max-connections "$n" --idle-timeout 3600)
+    --max-connections "$n" --idle-timeout 3600 --defer-accept 0)
   meta connections "$n"
   meta workers "$AT_WORKERS"
   local shown=${cmd[*]}

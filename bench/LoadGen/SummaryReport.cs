@@ -165,9 +165,11 @@ internal static class SummaryReport
                 r.Connections = lr.Connections;
                 r.Failed = lr.Failed;
                 r.Failures = lr.Failures;
-                if (Num(meta, "cpu_ticks") is double ticks && Num(meta, "clk_tck") is double hz && hz > 0)
+                // cpu_ns (exact, from schedstat); cpu_ticks and clk_tck in results of older runs.
+                double? cpu = Num(meta, "cpu_ns") is double ns ? ns / 1e9
+                    : Num(meta, "cpu_ticks") is double ticks && Num(meta, "clk_tck") is double hz && hz > 0 ? ticks / hz : null;
+                if (cpu is double cpuSeconds)
                 {
-                    double cpuSeconds = ticks / hz;
                     r.ServerCpuSeconds = Math.Round(cpuSeconds, 3);
                     if (lr.Ok > 0)
                     {
