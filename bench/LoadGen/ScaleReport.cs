@@ -276,7 +276,7 @@ internal static class ScaleReport
         Metric run = new("run s", p => F(p.LoadGenElapsedSeconds, "0.0"));
         Metric failed = new("failed", Failed);
         const string Where = "Where the time goes (server CPU share: of all cores during the load; LoadGen: its own CPU per connection; in flight: clients inside a connection on average, conn/s × mean latency; run: LoadGen's wall time). " +
-            "Server CPU comes from each process's /proc/PID/stat in whole 10 ms ticks: with many workers it reads low (bench/README.md, \"Server CPU with many workers\").";
+            "Server CPU is the time on CPU of every thread of the server (schedstat; bench/README.md, \"How CPU is measured\").";
         Section(sb, sum, w, $"Workers ({w.FixedValue} clients)", "![conn/s and server CPU per connection by worker count](scale-workers.svg)",
             [conns, cpu, new("fairness", p => F(p.Medians.Fairness, "0.000")), new("startup ms", p => F(p.Medians.StartupMs, "0.0")),
                 new("total PSS MiB, idle / loaded", p => $"{MiB(p.Medians.Idle?.TotalPssKiB)} / {MiB(p.Medians.Loaded?.TotalPssKiB)}"), failed],
