@@ -78,6 +78,8 @@ public sealed class TemplateFixture : IAsyncLifetime
         _ = BehaviourProjectAsync();
         _ = HttpBehaviourProjectAsync();
         _ = PublishedAotAsync();
+        _ = PublishedArm64Async(aot: false);
+        _ = PublishedArm64Async(aot: true);
     }
 
     public async Task DisposeAsync()
@@ -163,22 +165,35 @@ public sealed class TemplateFixture : IAsyncLifetime
 
     /// <summary>The --aot scenario, published as a NativeAOT binary (warnings as errors); returns the binary's path.</summary>
     public Task<string> PublishedAotAsync() =>
-        built.GetOrAdd("aot-published", _ => new Lazy<Task<string>>(async () =>
+        PublishedAsync(Get("aot"), () => BuiltAsync(Get("aot")), "linux-x64");
+
+    /// <summary>
+    /// A default project of its own published for linux-arm64 (warnings as errors), self-contained
+    /// or, with <paramref name="aot"/>, as a NativeAOT binary; returns the binary's path.
+    /// </summary>
+    public Task<string> PublishedArm64Async(bool aot)
+    {
+        Scenario scenario = aot ? new("arm64-aot", "MyAotServer", ["--aot"]) : new("arm64-jit", "MyServer", []);
+        return PublishedAsync(scenario, () => GenerateAsync(scenario), "linux-arm64", aot ? [] : ["--self-contained"]);
+    }
+
+    private Task<string> PublishedAsync(Scenario scenario, Func<Task<string>> project, string runtime, params string[] options) =>
+        built.GetOrAdd(scenario.Id + "-published-" + runtime, _ => new Lazy<Task<string>>(async () =>
         {
-            string dir = await BuiltAsync(Scenarios.Single(s => s.Id == "aot"));
+            string dir = await project();
             string publish = Path.Combine(dir, "publish");
             await buildSlots.WaitAsync();
             try
             {
-                CliResult result = await Cli.DotnetAsync(["publish", dir, "-c", "Release", "-r", "linux-x64", "-warnaserror",
+                CliResult result = await Cli.DotnetAsync(["publish", dir, "-c", "Release", "-r", runtime, .. options, "-warnaserror",
                     "--disable-build-servers", "-nologo", "-o", publish], dir, TimeSpan.FromMinutes(10));
-                if (result.ExitCode != 0) throw new InvalidOperationException("NativeAOT publish failed:\n" + Cli.Describe(result));
+                if (result.ExitCode != 0) throw new InvalidOperationException($"publish of {scenario.Id} for {runtime} failed:\n" + Cli.Describe(result));
             }
             finally
             {
                 buildSlots.Release();
             }
-            return Path.Combine(publish, "MyAotServer");
+            return Path.Combine(publish, scenario.Binary);
         })).Value;
 
     /// <summary>A project of its own for the caller (not built, not shared with other tests), in WorkDir/out/ID.</summary>
