@@ -25,6 +25,24 @@ have wrk || need+=(wrk)                                     # the READMEs' wrk l
 have curl || need+=(curl)                                   # the READMEs' curl lines
 { have script && have setsid && have nsenter && have unshare; } || need+=(util-linux bsdutils)
 
+# The arm64 tests publish for linux-arm64 and run the programs under emulation: qemu-user,
+# registered with binfmt_misc, and arm64's C libraries; NativeAOT links with the cross binutils,
+# C library and libgcc. An arm64 machine runs them natively and needs none of this.
+arm64=()
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
+if [ "$(uname -m)" != aarch64 ]; then
+  have qemu-aarch64-static || arm64+=(qemu-user-static)
+  have update-binfmts || arm64+=(binfmt-support)
+  have aarch64-linux-gnu-ld || arm64+=(gcc-aarch64-linux-gnu)
+  for lib in libc6:arm64 libstdc++6:arm64 zlib1g:arm64; do installed "$lib" || arm64+=("$lib"); done
+fi
+if [ ${#arm64[@]} -gt 0 ]; then
+  need+=("${arm64[@]}")
+  if [ "$(id -u)" -eq 0 ] && have dpkg && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    dpkg --add-architecture arm64
+  fi
+fi
+
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && have apt-get; then
     echo "test.sh: installing ${need[*]}"
@@ -32,9 +50,20 @@ if [ ${#need[@]} -gt 0 ]; then
       { echo "test.sh: apt-get could not install ${need[*]}" >&2; exit 1; }
   else
     echo "test.sh: the tests need these Debian packages, which are missing: ${need[*]}" >&2
-    echo "test.sh: install them (as root: apt-get install ${need[*]}), then run this again" >&2
+    multiarch=""; [ ${#arm64[@]} -gt 0 ] && multiarch="dpkg --add-architecture arm64 && apt-get update && "
+    echo "test.sh: install them (as root: ${multiarch}apt-get install ${need[*]}), then run this again" >&2
     exit 1
   fi
+fi
+
+# binfmt_misc hands arm64 programs to qemu. Where it cannot be mounted or qemu not registered
+# (a container without the privilege), the arm64 tests fail and say so.
+if [ "$(uname -m)" != aarch64 ] && [ "$(id -u)" -eq 0 ]; then
+  binfmt=/proc/sys/fs/binfmt_misc
+  [ -e "$binfmt/status" ] || mount -t binfmt_misc binfmt_misc "$binfmt" ||
+    echo "test.sh: cannot mount binfmt_misc on $binfmt: the arm64 tests will fail" >&2
+  grep -qsx enabled "$binfmt/qemu-aarch64" || update-binfmts --enable qemu-aarch64 ||
+    echo "test.sh: cannot register qemu-aarch64 with binfmt_misc: the arm64 tests will fail" >&2
 fi
 
 exec dotnet test template-tests "$@"
