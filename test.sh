@@ -33,7 +33,8 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok instal
 if [ "$(uname -m)" != aarch64 ]; then
   have qemu-aarch64-static || arm64+=(qemu-user-static)
   have update-binfmts || arm64+=(binfmt-support)
-  have aarch64-linux-gnu-ld || arm64+=(gcc-aarch64-linux-gnu)
+  have aarch64-linux-gnu-ld || arm64+=(gcc-aarch64-linux-gnu)   # the NativeAOT link, as the
+  [ -f /usr/aarch64-linux-gnu/lib/crt1.o ] || arm64+=(libc6-dev-arm64-cross)  # Dockerfile's
   for lib in libc6:arm64 libstdc++6:arm64 zlib1g:arm64; do installed "$lib" || arm64+=("$lib"); done
 fi
 if [ ${#arm64[@]} -gt 0 ]; then

@@ -47,10 +47,21 @@ public sealed class DeployTests(TemplateFixture fixture, ITestOutputHelper outpu
             : project.AspNetCore ? $"mcr.microsoft.com/dotnet/aspnet:{version}-noble-chiseled"
             : $"mcr.microsoft.com/dotnet/runtime:{version}-noble-chiseled", run.Image);
         Assert.NotNull(build.Name);
+        // One Dockerfile for every platform (docker buildx --platform linux/amd64,linux/arm64): the
+        // SDK runs on the build machine's platform and publishes for the image's (TARGETARCH), and
+        // only the run stage is of the image's platform, so nothing runs under emulation.
+        Assert.Equal("$BUILDPLATFORM", build.Platform);
+        Assert.Null(run.Platform);
 
-        // The build stage: restore from the project file alone (a cached layer), then copy the rest and publish.
+        // The build stage: restore from the project file alone (a cached layer), then copy the rest
+        // and publish; for NativeAOT, first a cross toolchain if the image's architecture is not the
+        // build machine's.
         var copies = build.All("COPY").ToList();
-        var runs = build.All("RUN").ToList();
+        var runs = build.All("RUN").Where(r => !Dockerfile.IsCrossToolchain(r)).ToList();
+        Instruction[] cross = [.. build.All("RUN").Where(Dockerfile.IsCrossToolchain)];
+        Assert.Equal(project.Aot ? 1 : 0, cross.Length);
+        Assert.All(cross, c => Assert.True(c.Line < copies[0].Line, $"line {c.Line}: the cross toolchain after the first COPY (reinstalled at every project change)"));
+        Assert.Equal(project.Aot, build.All("ARG").Any(a => a.Arguments == "BUILDARCH"));
         Assert.Equal(2, copies.Count);
         Assert.Equal(2, runs.Count);
         Assert.Equal(new[] { project.ProjectFile, "./" }, Dockerfile.CopyArguments(copies[0]).Items);
@@ -124,6 +135,35 @@ public sealed class DeployTests(TemplateFixture fixture, ITestOutputHelper outpu
         Assert.Equal(expected, "SIG" + ExpectedStopSignal(project.Signals));
     }
 
+    [Fact]
+    public async Task NativeAOT_Dockerfile_installs_a_cross_toolchain_only_for_another_architecture()
+    {
+        string dir = await fixture.GeneratedAsync(Get("docker-aot"));
+        Instruction cross = Assert.Single(Dockerfile.Parse(File.ReadAllText(Path.Combine(dir, "Dockerfile")))[0].All("RUN"), Dockerfile.IsCrossToolchain);
+        string scratch = Path.Combine(fixture.WorkDir, "docker-cross-" + Guid.NewGuid().ToString("N")[..6]);
+        (string Build, string Target, string? Packages)[] cases =
+        [
+            ("amd64", "amd64", null),
+            ("arm64", "arm64", null),
+            ("amd64", "arm64", "gcc-aarch64-linux-gnu libc6-dev-arm64-cross"),
+            ("arm64", "amd64", "gcc-x86-64-linux-gnu libc6-dev-amd64-cross"),
+        ];
+        foreach (var (build, target, packages) in cases)
+        {
+            string[] calls = await Dockerfile.AptGetCalls(cross, new Dictionary<string, string> { ["BUILDARCH"] = build, ["TARGETARCH"] = target }, scratch);
+            output.WriteLine($"{build} -> {target}: {string.Join("; ", calls.Select(c => "apt-get " + c))}");
+            Assert.Equal(packages is null ? [] : ["update", "install -y --no-install-recommends " + packages], calls);
+        }
+        // The arm64 ones are what the NativeAOT arm64 test links with on this x64 machine (test.sh
+        // installs Debian's packages of the same names).
+        if (RuntimeInformation.OSArchitecture == Architecture.X64)
+            foreach (string package in new[] { "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross" })
+            {
+                CliResult installed = await Cli.RunAsync("dpkg-query", ["-W", "-f=${Status}", package]);
+                Assert.True(installed.StdOut.EndsWith("ok installed", StringComparison.Ordinal), $"{package} is not installed here: {installed.Output}");
+            }
+    }
+
     [Theory]
     [MemberData(nameof(DockerScenarios))]
     public async Task Dockerignore_leaves_out_build_output_and_tests(string id)
@@ -184,9 +224,13 @@ public sealed class DeployTests(TemplateFixture fixture, ITestOutputHelper outpu
                         Directory.CreateDirectory(Under(root, workdir));
                         break;
                     case "ARG":
-                        // BuildKit gives TARGETARCH the architecture the image is built for.
-                        Assert.Equal("TARGETARCH", step.Arguments);
-                        args["TARGETARCH"] = hostArch;
+                        // BuildKit gives TARGETARCH the architecture the image is built for and
+                        // BUILDARCH the build machine's: here both are this machine's.
+                        Assert.Contains(step.Arguments, new[] { "TARGETARCH", "BUILDARCH" });
+                        args[step.Arguments] = hostArch;
+                        break;
+                    case "RUN" when Dockerfile.IsCrossToolchain(step):
+                        Assert.Empty(await Dockerfile.AptGetCalls(step, args, Path.Combine(scratch, "cross"))); // the same architecture: nothing to install
                         break;
                     case "COPY":
                         var (from, items) = Dockerfile.CopyArguments(step);

@@ -6,7 +6,8 @@ namespace PreforkTemplates.Tests.Infrastructure;
 
 public sealed record Instruction(string Keyword, string Arguments, int Line);
 
-public sealed record Stage(string Image, string? Name, List<Instruction> Instructions)
+/// <summary>A stage: its image, its name (AS), the platform it runs on (FROM --platform=; null: the image's own) and its instructions.</summary>
+public sealed record Stage(string Image, string? Name, string? Platform, List<Instruction> Instructions)
 {
     public IEnumerable<Instruction> All(string keyword) => Instructions.Where(i => i.Keyword == keyword);
 }
@@ -34,10 +35,12 @@ public static class Dockerfile
             string arguments = space < 0 ? "" : line[(space + 1)..].Trim();
             if (keyword == "FROM")
             {
-                string[] words = [.. arguments.Split(' ', StringSplitOptions.RemoveEmptyEntries).Where(w => !w.StartsWith("--", StringComparison.Ordinal))];
+                string[] all = arguments.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                string[] words = [.. all.Where(w => !w.StartsWith("--", StringComparison.Ordinal))];
                 string? name = words.Length == 3 && words[1].Equals("AS", StringComparison.OrdinalIgnoreCase) ? words[2] : null;
                 Assert.True(words.Length == 1 || name is not null, $"line {first}: FROM {arguments}");
-                stages.Add(new Stage(words[0], name, []));
+                string? platform = all.Where(w => w.StartsWith("--platform=", StringComparison.Ordinal)).Select(w => w["--platform=".Length..]).SingleOrDefault();
+                stages.Add(new Stage(words[0], name, platform, []));
             }
             else
             {
@@ -76,6 +79,30 @@ public static class Dockerfile
     {
         Assert.StartsWith("[", instruction.Arguments);
         return JsonSerializer.Deserialize<string[]>(instruction.Arguments)!;
+    }
+
+    /// <summary>The NativeAOT build stage's shell step that installs a cross toolchain when the image's architecture is not the build machine's.</summary>
+    public static bool IsCrossToolchain(Instruction run) =>
+        run.Keyword == "RUN" && run.Arguments.StartsWith("if [ \"$TARGETARCH\" != \"$BUILDARCH\" ]; then ", StringComparison.Ordinal);
+
+    /// <summary>
+    /// Runs a shell RUN step as Docker does (<c>sh -c</c>, the stage's ARGs in its environment),
+    /// with a stand-in apt-get first on PATH that only records its arguments; returns them, one
+    /// line per call.
+    /// </summary>
+    public static async Task<string[]> AptGetCalls(Instruction run, IReadOnlyDictionary<string, string> args, string scratch)
+    {
+        string bin = Directory.CreateDirectory(Path.Combine(scratch, "bin")).FullName;
+        string calls = Path.Combine(scratch, "apt-get.calls");
+        File.Delete(calls);
+        string aptGet = Path.Combine(bin, "apt-get");
+        File.WriteAllText(aptGet, $"#!/bin/sh\necho \"$*\" >> '{calls}'\n");
+        File.SetUnixFileMode(aptGet, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        var environment = args.ToDictionary(a => a.Key, a => (string?)a.Value);
+        environment["PATH"] = bin + ":" + Environment.GetEnvironmentVariable("PATH");
+        CliResult result = await Cli.RunAsync("sh", ["-c", run.Arguments], scratch, TimeSpan.FromMinutes(1), environment);
+        Assert.True(result.ExitCode == 0, $"line {run.Line} with {string.Join(", ", args.Select(a => $"{a.Key}={a.Value}"))}: {run.Arguments}\n{Cli.Describe(result)}");
+        return File.Exists(calls) ? File.ReadAllLines(calls) : [];
     }
 
     public static string Expand(string word, IReadOnlyDictionary<string, string> args, Instruction step) =>
