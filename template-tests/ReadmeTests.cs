@@ -26,6 +26,9 @@ public sealed class ReadmeTests(TemplateFixture fixture, ITestOutputHelper outpu
     {
         ["bash test.sh"] = "it runs this test suite (CI runs it)",
         ["docker build -t "] = "no container engine runs here; DeployTests carries out the Dockerfile's steps without one",
+        ["docker buildx build "] = "no container engine runs here; DeployTests checks the Dockerfile's platforms and carries out its build steps without one",
+        ["dpkg --add-architecture arm64"] = "it installs Debian packages and registers qemu with binfmt_misc, as root: test.sh does the same before the tests run, and the arm64 tests fail naming what is missing",
+        ["dotnet publish -c Release -r linux-arm64 "] = "Arm64Tests publishes the generated projects with these options (self-contained, and NativeAOT) and runs them under emulation",
         ["dotnet publish -c Release -r linux-x64 -o /opt/"] = "it installs units into /etc/systemd/system and starts them with systemctl: systemd is not the init system here",
     };
 
