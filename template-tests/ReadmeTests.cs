@@ -82,11 +82,17 @@ public sealed class ReadmeTests(TemplateFixture fixture, ITestOutputHelper outpu
         }
     }
 
-    private static void TenGreetingsFromEveryWorker(string screen)
+    /// <summary>
+    /// The READMEs' nc loop: ten greetings from the workers in turn. Not always all five: an idle
+    /// worker's accept() wakes every 500 ms for its heartbeat and goes to the back of the kernel's
+    /// line (seen in CI under load: 4 of 5, one worker twice in a row), as the READMEs say.
+    /// ServerTests measures the spread itself over 100 connections.
+    /// </summary>
+    private static void TenGreetingsFromWorkersInTurn(string screen)
     {
         var pids = Regex.Matches(screen, @"Hello from (\d+)").Select(m => m.Groups[1].Value).ToList();
         Assert.Equal(10, pids.Count);
-        Assert.Equal(5, pids.Distinct().Count());
+        Assert.True(pids.Distinct().Count() >= 3, $"ten greetings came from only {pids.Distinct().Count()} workers: {string.Join(' ', pids)}");
     }
 
     // ---- README.md --------------------------------------------------------------------------
@@ -113,7 +119,7 @@ public sealed class ReadmeTests(TemplateFixture fixture, ITestOutputHelper outpu
         var environment = CliHome();
         foreach (bool pty in BothWays)
             Serve(start, pty, fixture.RepoRoot, environment, secondPty =>
-                TenGreetingsFromEveryWorker(RunToEnd(loop, secondPty, fixture.RepoRoot, environment, Hang)));
+                TenGreetingsFromWorkersInTurn(RunToEnd(loop, secondPty, fixture.RepoRoot, environment, Hang)));
     }
 
     [Fact]
@@ -157,7 +163,7 @@ public sealed class ReadmeTests(TemplateFixture fixture, ITestOutputHelper outpu
         Readme.Block loop = Assert.Single(blocks, b => b.Text.StartsWith("for i in $(seq 10); do nc", StringComparison.Ordinal));
         var environment = CliHome();
         foreach (bool pty in BothWays)
-            Serve(run, pty, dir, environment, secondPty => TenGreetingsFromEveryWorker(RunToEnd(loop, secondPty, dir, environment, Hang)));
+            Serve(run, pty, dir, environment, secondPty => TenGreetingsFromWorkersInTurn(RunToEnd(loop, secondPty, dir, environment, Hang)));
     }
 
     [Fact]
