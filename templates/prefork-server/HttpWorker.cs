@@ -6,7 +6,9 @@ using System.Threading;
 using System.Threading.Tasks;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -73,10 +75,7 @@ internal sealed class HttpWorker
         app.Use((context, next) =>
         {
             connections.RequestStarted(context);
-            // A stopping worker answers each request with Connection: close, and Kestrel closes
-            // the connection after that answer: the client knows to go elsewhere for its next one.
-            if (draining) context.Response.Headers.Connection = "close";
-            return next(context);
+            return draining ? LastOnItsConnection(context, next) : next(context);
         });
         Handler.Map(app, settings, workerIndex);
     }
@@ -112,6 +111,26 @@ internal sealed class HttpWorker
         using var limit = new CancellationTokenSource(Max(timeout - clock.Elapsed, TimeSpan.Zero));
         app.StopAsync(limit.Token).GetAwaiter().GetResult();
         app.DisposeAsync().AsTask().GetAwaiter().GetResult();
+    }
+
+    /// <summary>
+    /// A request that begins while the worker drains: its answer says Connection: close, and
+    /// Kestrel closes the connection after it, so the client knows to go elsewhere for its next
+    /// one. If the endpoint fails, Kestrel answers 500 with headers of its own: asking Kestrel
+    /// to close the connection makes that answer say Connection: close too.
+    /// </summary>
+    private static async Task LastOnItsConnection(HttpContext context, RequestDelegate next)
+    {
+        context.Response.Headers.Connection = "close";
+        try
+        {
+            await next(context);
+        }
+        catch when (!context.Response.HasStarted)
+        {
+            context.Features.Get<IConnectionLifetimeNotificationFeature>()?.RequestClose();
+            throw;
+        }
     }
 
     private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
