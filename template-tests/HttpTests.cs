@@ -176,8 +176,8 @@ public sealed class HttpTests(TemplateFixture fixture, ITestOutputHelper output)
         // way, meets Kestrel's stop.
         using var begun = RawClient.Connect(server.Port);
         begun.Send("GET / HTTP/1.1\r\nHost: test\r\n");
-        // Idle kept-alive connections on every worker: once all are closed, every worker's
-        // Kestrel has begun its stop.
+        // Idle kept-alive connections on every worker: once all are closed (after the drain),
+        // every worker's Kestrel has begun its stop.
         var idle = new List<RawClient>();
         var covered = new HashSet<int>();
         using var slow = RawClient.Connect(server.Port);
@@ -193,7 +193,9 @@ public sealed class HttpTests(TemplateFixture fixture, ITestOutputHelper output)
                 covered.Add(Client.PidOf(response.Body));
             }
             Assert.Equal(N, covered.Count);
-            slow.Send("GET /slow?ms=4000 HTTP/1.1\r\nHost: test\r\n\r\n"); // in flight for 4 s
+            // In flight for 7 s: past the 5 s drain that keeps idle connections open, so it is
+            // still running when Kestrel's stop begins.
+            slow.Send("GET /slow?ms=7000 HTTP/1.1\r\nHost: test\r\n\r\n");
             Thread.Sleep(1200); // the workers have taken those bytes; begun is over a second old
 
             var clock = Stopwatch.StartNew();

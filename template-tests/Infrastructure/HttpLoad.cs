@@ -17,8 +17,9 @@ namespace PreforkTemplates.Tests.Infrastructure;
 /// (no answer within 10 s), <c>status N</c> (not 200 with a greeting). A reused connection
 /// that the server closed before any byte of the answer is not a failure but <c>Stale</c>: the
 /// server closed it idle just as the request left, and the request is sent again on a new
-/// connection, as HTTP clients do (RFC 9112, 9.3.1). It stops when disposed, or after
-/// <c>limit</c> at the latest.
+/// connection, as HTTP clients do (RFC 9112, 9.3.1); with <c>resend: false</c> it is a failure
+/// like any other, as for wrk, load balancers' health checks and clients of requests that are
+/// not safe to repeat. It stops when disposed, or after <c>limit</c> at the latest.
 /// </summary>
 public sealed class HttpLoad : IDisposable
 {
@@ -31,6 +32,7 @@ public sealed class HttpLoad : IDisposable
 
     private readonly int port;
     private readonly int perConnection;
+    private readonly bool resend;
     private readonly Thread[] threads;
     private readonly Stopwatch clock = Stopwatch.StartNew();
     private readonly TimeSpan limit;
@@ -39,10 +41,11 @@ public sealed class HttpLoad : IDisposable
     private volatile bool stop;
     private long attempted, succeeded, stale, connections;
 
-    public HttpLoad(int port, int clients = 16, int perConnection = 20, TimeSpan? limit = null)
+    public HttpLoad(int port, int clients = 16, int perConnection = 20, TimeSpan? limit = null, bool resend = true)
     {
         this.port = port;
         this.perConnection = perConnection;
+        this.resend = resend;
         this.limit = limit ?? TimeSpan.FromSeconds(60);
         threads = [.. Enumerable.Range(0, clients).Select(i => new Thread(Run) { IsBackground = true, Name = $"http load {i}" })];
         foreach (Thread thread in threads) thread.Start();
@@ -115,7 +118,7 @@ public sealed class HttpLoad : IDisposable
                         SocketException s => $"{s.SocketErrorCode}",
                         _ => e.GetType().Name,
                     };
-                    if (n > 0 && received == 0 && kind is Reset or Empty)
+                    if (resend && n > 0 && received == 0 && kind is Reset or Empty)
                     {
                         Interlocked.Increment(ref stale); // sent again on the next connection
                         Interlocked.Decrement(ref attempted);

@@ -1,11 +1,14 @@
 namespace PreforkServer;
 
 using System;
+using System.Diagnostics;
 using System.Threading;
 using System.Threading.Tasks;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -22,14 +25,23 @@ internal sealed class HttpWorker
     /// <summary>How long after it was accepted a connection may take to begin its first request before a stop.</summary>
     private static readonly TimeSpan FirstRequestGrace = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// The longest a stopping worker keeps a kept-alive connection open for its client's next
+    /// request; less if --idle-timeout or half of --shutdown-timeout is less.
+    /// </summary>
+    private static readonly TimeSpan DrainLimit = TimeSpan.FromSeconds(5);
+
     private readonly WebApplication app;
     private readonly AcceptedConnections connections;
+    private readonly TimeSpan idleTimeout;
+    private volatile bool draining;
 
     /// <param name="closed">Called when a connection handed over with <see cref="Serve"/> is closed.</param>
     /// <param name="stopping">Called if the application stops on its own (IHostApplicationLifetime.StopApplication).</param>
     public HttpWorker(Settings settings, int workerIndex, int listenFd, Action closed, Action stopping)
     {
         connections = new AcceptedConnections(listenFd, closed);
+        idleTimeout = settings.IdleTimeout;
         WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
 
         // One line each in the server's log, from Warning up (Log.cs); the configuration
@@ -63,7 +75,7 @@ internal sealed class HttpWorker
         app.Use((context, next) =>
         {
             connections.RequestStarted(context);
-            return next(context);
+            return draining ? LastOnItsConnection(context, next) : next(context);
         });
         Handler.Map(app, settings, workerIndex);
     }
@@ -74,20 +86,55 @@ internal sealed class HttpWorker
     public void Serve(int fd) => connections.Add(fd);
 
     /// <summary>
-    /// Kestrel's graceful stop, within <paramref name="timeout"/>: requests in flight finish
-    /// (their answers say Connection: close), idle kept-alive connections are closed; after
-    /// the timeout, what is left is cut.
+    /// Stops serving, within <paramref name="timeout"/>. First a drain: every request that
+    /// begins from now on is answered with Connection: close, and its connection closed after
+    /// the answer, so a client that sends its next request on a kept-alive connection gets an
+    /// answer instead of a closed connection. The drain ends when no connection is left, or
+    /// after the shortest of <see cref="DrainLimit"/>, --idle-timeout and half of
+    /// <paramref name="timeout"/>. Then Kestrel's graceful stop: requests in flight finish
+    /// (their answers say Connection: close), connections still idle are closed; after the
+    /// timeout, what is left is cut.
     /// </summary>
     public void Stop(TimeSpan timeout)
     {
-        // The connections served from the queue last have just been handed over: let their
+        var clock = Stopwatch.StartNew();
+        draining = true;
+        // Closing an idle kept-alive connection loses a request that its client may be sending
+        // at that moment (HTTP/1.1 has no way to say "no more" but in an answer): only a
+        // connection that stays idle through the whole drain is closed without one.
+        TimeSpan drain = Min(Min(DrainLimit, idleTimeout), timeout / 2);
+        while (connections.Open > 0 && clock.Elapsed < drain) Thread.Sleep(10);
+        // The connections served from the queue last were handed over just before: let their
         // requests begin (Kestrel's stop would close them unanswered), for up to a second
         // after each was accepted.
         while (connections.AwaitingFirstRequest(FirstRequestGrace)) Thread.Sleep(5);
-        using var limit = new CancellationTokenSource(timeout);
+        using var limit = new CancellationTokenSource(Max(timeout - clock.Elapsed, TimeSpan.Zero));
         app.StopAsync(limit.Token).GetAwaiter().GetResult();
         app.DisposeAsync().AsTask().GetAwaiter().GetResult();
     }
+
+    /// <summary>
+    /// A request that begins while the worker drains: its answer says Connection: close, and
+    /// Kestrel closes the connection after it, so the client knows to go elsewhere for its next
+    /// one. If the endpoint fails, Kestrel answers 500 with headers of its own: asking Kestrel
+    /// to close the connection makes that answer say Connection: close too.
+    /// </summary>
+    private static async Task LastOnItsConnection(HttpContext context, RequestDelegate next)
+    {
+        context.Response.Headers.Connection = "close";
+        try
+        {
+            await next(context);
+        }
+        catch when (!context.Response.HasStarted)
+        {
+            context.Features.Get<IConnectionLifetimeNotificationFeature>()?.RequestClose();
+            throw;
+        }
+    }
+
+    private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
+    private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
 
     private sealed class WorkerLifetime : IHostLifetime
     {

@@ -94,11 +94,14 @@ public sealed class Settings
         new("shutdown-timeout", "seconds a graceful stop may take before workers are killed, 0 to 3600",
             (s, v) => s.ShutdownTimeout = TimeSpan.FromSeconds(Int("shutdown-timeout", v, 0, 3600)), s => Str((int)s.ShutdownTimeout.TotalSeconds)),
 #if (httpHandler)
-        new("write-timeout", "seconds a client has to send a request's headers, and the grace before a request or response body slower than 240 bytes/s is cut (Kestrel's RequestHeadersTimeout and minimum data rates), 1 to 3600",
+        // 2 at least: Kestrel checks the data rates once a second and takes only a grace period
+        // longer than that; a worker given 1 would fail to start.
+        new("write-timeout", "seconds a client has to send a request's headers, and the grace before a request or response body slower than 240 bytes/s is cut (Kestrel's RequestHeadersTimeout and minimum data rates), 2 to 3600",
+            (s, v) => s.WriteTimeout = TimeSpan.FromSeconds(Int("write-timeout", v, 2, 3600)), s => Str((int)s.WriteTimeout.TotalSeconds)),
 #else
         new("write-timeout", "seconds a client has to take its reply (and to finish sending a request or line it has begun) before it is dropped, 1 to 3600",
-#endif
             (s, v) => s.WriteTimeout = TimeSpan.FromSeconds(Int("write-timeout", v, 1, 3600)), s => Str((int)s.WriteTimeout.TotalSeconds)),
+#endif
 #if (httpHandler)
         new("idle-timeout", "seconds a kept-alive connection may wait for the client's next request before it is closed (Kestrel's KeepAliveTimeout), 1 to 3600",
 #else
