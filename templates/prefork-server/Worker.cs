@@ -1,10 +1,12 @@
 namespace PreforkServer;
 
 using System;
+using System.Collections.Generic;
 using System.Diagnostics;
 using System.IO;
 using System.Net.Sockets;
 using System.Threading;
+using Microsoft.Win32.SafeHandles;
 using Mono.Unix.Native;
 
 /// <summary>
@@ -94,6 +96,29 @@ internal sealed class Worker
         if (!int.TryParse(indexText, out int index)) index = -1;
         Log.AsWorker(index);
 
+        // The control pipes (ControlPipe.cs) come as our standard input and output. They move,
+        // first thing, to descriptors of our own that a child process (one the handler starts)
+        // does not inherit; standard input becomes /dev/null and standard output the log, so
+        // such a child holds no pipe of ours, and whatever is written to the console (by the
+        // handler, its constructor included, or by a child) goes to the log, not to the master.
+        Stream pipeToMaster;
+        try
+        {
+            var fromMaster = new FileStream(new SafeFileHandle(Posix.DuplicateForSelf(0), ownsHandle: true), FileAccess.Read, 1);
+            pipeToMaster = new FileStream(new SafeFileHandle(Posix.DuplicateForSelf(1), ownsHandle: true), FileAccess.Write, 1);
+            Posix.RedirectToNull(0);
+            Posix.Redirect(1, 2);
+            Console.SetOut(Console.Error);
+            // From now on, end-of-file on the pipe (the master is gone) ends this worker, even
+            // while it is still starting.
+            new Thread(() => WatchMaster(fromMaster)) { IsBackground = true, Name = "master pipe" }.Start();
+        }
+        catch (Exception e) when (e is InvalidOperationException or IOException)
+        {
+            Log.Info($"cannot take over the pipes from the master: {e.Message}");
+            return ExitCodes.Failure;
+        }
+
         // The listening socket: the master passed its number; make sure it is what we expect.
         if (!int.TryParse(fdText, out int fd) || fd < 0)
             return Fail($"{ListenFdVariable}='{fdText}' is not a file descriptor number");
@@ -101,9 +126,30 @@ internal sealed class Worker
             return Fail("inherited " + problem);
         listener!.Dispose(); // only a check: the descriptor is not the wrapper's to close
         Environment.SetEnvironmentVariable(ListenFdVariable, null); // not for the handler's child processes
+        try
+        {
+            // Ours alone: a child process of the handler must not keep the port open after we exit.
+            Posix.KeepFromChildren(fd);
+            EnsureBlocking(fd);
+        }
+        catch (InvalidOperationException e)
+        {
+            return Fail("inherited " + e.Message);
+        }
 
-        var worker = new Worker(settings, fd, index, fileLimit);
+        var worker = new Worker(settings, fd, index, fileLimit) { toMaster = pipeToMaster };
         return worker.Serve();
+    }
+
+    /// <summary>
+    /// accept() must wait (with SO_RCVTIMEO) for a connection: on a socket handed over
+    /// non-blocking (systemd's NonBlocking=yes) it would return at once, and an idle worker
+    /// would spin. The flag is shared by every process that holds the socket.
+    /// </summary>
+    private static void EnsureBlocking(int fd)
+    {
+        if (Posix.MakeBlocking(fd))
+            Log.Info("the listening socket was non-blocking (O_NONBLOCK); made it blocking, as accept() here expects");
     }
 
     private static int Fail(string message)
@@ -128,12 +174,9 @@ internal sealed class Worker
                 Stop($"{Posix.NameOf(signal)}: finishing {Volatile.Read(ref inFlight)} connection(s), then exiting");
         });
 
-        // The control pipe is our standard input (ControlPipe.cs): "stop" and "last" ask for a
-        // graceful stop, end-of-file means the master is gone. Standard output carries our
-        // messages to the master, so console output goes to the log instead.
-        toMaster = Console.OpenStandardOutput();
-        Console.SetOut(Console.Error);
-        new Thread(WatchMaster) { IsBackground = true, Name = "master pipe" }.Start();
+        // The master's commands ("stop", "last", end-of-file) come to this worker from now on;
+        // any that came while it was being made are followed now.
+        Attach(this);
 
         Posix.SetAcceptTimeout(listenFd, AcceptWake);
         if (capacity < settings.MaxConnections) Log.Info($"serving at most {capacity} connections at once: {capacityReason}");
@@ -208,8 +251,13 @@ internal sealed class Worker
             slots.Release();
             switch (error)
             {
-                case Errno.EAGAIN or Errno.EINTR or Errno.ECONNABORTED:
-                    break; // woke up without a connection (timeout, signal, client gave up)
+                case Errno.EAGAIN:
+                    // Woke up without a connection (the accept timeout). Someone may have made the
+                    // shared socket non-blocking since: then accept() no longer waits at all.
+                    EnsureBlocking(listenFd);
+                    break;
+                case Errno.EINTR or Errno.ECONNABORTED:
+                    break; // woke up without a connection (signal, client gave up)
                 case Errno.EMFILE or Errno.ENFILE or Errno.ENOBUFS or Errno.ENOMEM:
                     // The kernel keeps the connection queued for another worker, or for us later.
                     if (!warnedNoFds) Log.Info($"accept: {error} (out of descriptors or memory: {Posix.OpenFileCount()} open, {inFlight} connections); pausing accepts");
@@ -361,19 +409,64 @@ internal sealed class Worker
     }
 #endif
 
-    private void WatchMaster()
+    // The master's commands go to the worker once it is made (Attach); until then they wait
+    // here, and end-of-file (the master is gone) ends the process at once.
+    private static readonly object commandsGate = new();
+    private static Worker? commanded;
+    private static readonly List<string> early = [];
+
+    /// <summary>Reads the master's pipe, from the start of the process to its end-of-file.</summary>
+    private static void WatchMaster(Stream pipe)
     {
-        using var fromMaster = new StreamReader(Console.OpenStandardInput());
         try
         {
-            while (fromMaster.ReadLine() is string command)
-            {
-                if (command == ControlPipe.Stop) Stop("asked to stop: finishing connections, then exiting");
-                if (command == ControlPipe.Last) Stop("asked to stop last: serving the queue, then refusing new connections", last: true, wholeQueue: true);
-            }
+            using var fromMaster = new StreamReader(pipe);
+            while (fromMaster.ReadLine() is string command) Command(command);
         }
         catch (IOException) { }
-        Stop("the master is gone: finishing connections, then exiting", wholeQueue: true);
+        Command(null);
+    }
+
+    /// <summary>A line from the master, or null for end-of-file.</summary>
+    private static void Command(string? command)
+    {
+        lock (commandsGate)
+        {
+            if (commanded is Worker worker) worker.Follow(command);
+            else if (command is not null) early.Add(command);
+            else
+            {
+                // No master: no one would stop this worker, nor read that it is ready.
+                Log.Info("the master is gone before this worker was ready: exiting");
+                Environment.Exit(ExitCodes.Ok);
+            }
+        }
+    }
+
+    private static void Attach(Worker worker)
+    {
+        lock (commandsGate)
+        {
+            commanded = worker;
+            foreach (string command in early) worker.Follow(command);
+            early.Clear();
+        }
+    }
+
+    private void Follow(string? command)
+    {
+        switch (command)
+        {
+            case ControlPipe.Stop:
+                Stop("asked to stop: finishing connections, then exiting");
+                break;
+            case ControlPipe.Last:
+                Stop("asked to stop last: serving the queue, then refusing new connections", last: true, wholeQueue: true);
+                break;
+            case null:
+                Stop("the master is gone: finishing connections, then exiting", wholeQueue: true);
+                break;
+        }
     }
 
     /// <summary>Sends one line to the master.</summary>
