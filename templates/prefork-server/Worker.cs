@@ -32,6 +32,10 @@ internal sealed class Worker
     private const long PoolStallMs = 1000;
 #endif
     private static readonly TimeSpan HandshakeGrace = TimeSpan.FromMilliseconds(100);
+#if (!httpHandler)
+    /// <summary>How long after it was accepted a connection may take to begin its first request before a stop closes idle ones.</summary>
+    private const long FirstRequestGraceMs = 1000;
+#endif
 
     /// <summary>
     /// Descriptors kept free for the runtime and the handler (assemblies, threads, a pipe, a
@@ -57,6 +61,9 @@ internal sealed class Worker
     private long accepted;
     private long lastHeartbeat;
     private long lastPauseLog = long.MinValue / 2;
+#if (!httpHandler)
+    private long lastAccept;                       // when the last connection was accepted (Environment.TickCount64)
+#endif
     private bool paused;
     private bool retireSent;
     private volatile bool stopping;
@@ -192,6 +199,15 @@ internal sealed class Worker
         var draining = Stopwatch.StartNew();
 #if (httpHandler)
         http.Stop(settings.ShutdownTimeout);
+#else
+        // A stopping worker closes the connections that wait idle between requests, but not
+        // one that has just been accepted: the kernel completed it, so its client is owed an
+        // answer. The handler waits for a first request with HandleAsync's timeout, which a
+        // stop does not cancel; for a handler that waits with Deadlines.Idle() all the same,
+        // idle connections are closed only once the last one accepted had FirstRequestGraceMs.
+        while (Volatile.Read(ref inFlight) > 0 && Environment.TickCount64 - Volatile.Read(ref lastAccept) < FirstRequestGraceMs)
+            Thread.Sleep(5);
+        Deadlines.CloseIdle();
 #endif
         while (Volatile.Read(ref inFlight) > 0 && draining.Elapsed < settings.ShutdownTimeout)
             Thread.Sleep(10);
@@ -321,6 +337,9 @@ internal sealed class Worker
     private void Start(int client)
     {
         Interlocked.Increment(ref inFlight);
+#if (!httpHandler)
+        Volatile.Write(ref lastAccept, Environment.TickCount64);
+#endif
         if (++accepted == recycleAfter && !retireSent)
         {
             // --max-connections-per-worker: the master starts our replacement, then stops us.
@@ -480,7 +499,7 @@ internal sealed class Worker
         stopping = true;
         Log.Info(why);
 #if (!httpHandler)
-        Deadlines.Stop(); // connections waiting idle for a next request or line are closed now
+        Deadlines.Stop(); // the connections that wait idle are closed once accepting has ended (Serve)
 #endif
     }
 }
