@@ -365,12 +365,16 @@ internal sealed class Worker
     }
 
     /// <summary>
-    /// Stopping for good: first serve the connections already waiting in the kernel's queue
-    /// (within --shutdown-timeout; as many as wait now, the other holders of the socket take
-    /// their share, or all of them for the last holder), then close this worker's descriptor of
-    /// the listening socket. Once the last process that holds the socket has closed it, new
-    /// clients are refused at once instead of being accepted by the kernel and reset when the
-    /// last worker exits. Runs on the accepting thread, after its last accept().
+    /// Stopping for good: first serve the connections already waiting in the kernel's queue,
+    /// then close this worker's descriptor of the listening socket. The last holder (or every
+    /// worker, once the master is gone) serves the whole queue, within --shutdown-timeout. Any
+    /// other serves what waits now, with the slots it has free now and for a tenth of
+    /// --shutdown-timeout at most: the holders that stay take the rest, and the last holder,
+    /// which the master names only once every other has released the socket, must not hear it
+    /// too late to serve the queue before the timeout. Once the last process that holds the
+    /// socket has closed it, new clients are refused at once instead of being accepted by the
+    /// kernel and reset when the last worker exits. Runs on the accepting thread, after its
+    /// last accept().
     /// </summary>
     private void DrainQueueThenRelease()
     {
@@ -383,12 +387,23 @@ internal sealed class Worker
         }
         // Replaced, or stopped by a signal while a last holder will follow: what waits now. Else
         // (the last holder, or every worker on its own once the master is gone) until it is empty.
-        int queued = !serveWholeQueue && Posix.QueuedConnections(listenFd) is >= 0 and int now ? now : settings.Backlog;
+        bool whole = serveWholeQueue;
+        int queued = !whole && Posix.QueuedConnections(listenFd) is >= 0 and int now ? now : settings.Backlog;
+        TimeSpan bound = whole ? settings.ShutdownTimeout : settings.ShutdownTimeout / 10;
         var limit = Stopwatch.StartNew();
         int drained = 0;
-        while (drained < queued && limit.Elapsed < settings.ShutdownTimeout && Posix.HasPendingConnection(listenFd))
+        while (drained < queued && limit.Elapsed < bound && Posix.HasPendingConnection(listenFd))
         {
-            if (!slots.Wait(AcceptWake)) continue;
+            if (!slots.Wait(0))
+            {
+                if (!whole) break; // full: the other holders serve what waits
+#if (!httpHandler)
+                // Full, and the queue is ours to serve: connections that wait idle between
+                // requests give way to the clients that wait in it.
+                Deadlines.CloseIdle();
+#endif
+                if (!slots.Wait(AcceptWake)) continue;
+            }
             // Another process may take the connection first: accept() then waits at most AcceptWake.
             int client = Posix.Accept(listenFd, out _);
             if (client < 0)
