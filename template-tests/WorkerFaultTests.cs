@@ -109,6 +109,26 @@ public sealed partial class WorkerFaultTests(TemplateFixture fixture, ITestOutpu
     }
 
     [Fact]
+    public async Task A_worker_still_starting_when_its_master_dies_exits()
+    {
+        string dir = await FaultProject();
+        // Each worker's handler takes 60 s to make: the master is killed while they are at it.
+        using var server = ServerProcess.StartWith(dir, StartMode.AppHost, new Dictionary<string, string> { ["START_DELAY_MS"] = "60000" },
+            "--host", "127.0.0.1", "--port", "0", "--workers", "2", "--worker-timeout", "120");
+        server.WaitForLog("worker 1 (pid ");
+        server.WaitForLog("constructor of worker 0 says hello");
+        server.WaitForLog("constructor of worker 1 says hello");
+        IReadOnlyList<int> workers = server.StartedWorkers();
+        Assert.Equal(2, workers.Count);
+        var clock = Stopwatch.StartNew();
+        Syscall.kill(server.MasterPid, Signum.SIGKILL);
+        bool gone = Proc.WaitUntil(() => !workers.Any(Proc.IsAlive), TimeSpan.FromSeconds(10));
+        Report($"master killed while its workers were starting: {(gone ? $"both exited within {clock.ElapsedMilliseconds} ms" : "a worker is still running")}");
+        Assert.True(gone, "a starting worker outlived its master:\n" + server.LogText);
+        server.WaitForLog("the master is gone before this worker was ready: exiting", count: 2);
+    }
+
+    [Fact]
     public async Task A_first_receive_and_send_at_once_on_a_connection_lose_no_answer()
     {
         string dir = await FaultProject();

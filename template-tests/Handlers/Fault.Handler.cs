@@ -22,6 +22,8 @@ public sealed class Handler
         // master's pipe (where "retire" would be a message).
         Console.WriteLine($"constructor of worker {workerIndex} says hello");
         Console.WriteLine("retire");
+        // START_DELAY_MS: per-worker set-up that takes this long (a worker still starting).
+        Thread.Sleep(int.Parse(Environment.GetEnvironmentVariable("START_DELAY_MS") ?? "0", System.Globalization.CultureInfo.InvariantCulture));
     }
 
     public async ValueTask HandleAsync(Connection client, CancellationToken timeout)
