@@ -21,11 +21,17 @@ using System.Threading.Tasks;
 /// its first await that has to wait: await slow work (Task.Delay, ReceiveAsync, database
 /// calls), never block on it (Thread.Sleep, .Result), or the worker stops accepting.
 /// Its <c>timeout</c> is cancelled --write-timeout after the connection was accepted: pass it
-/// to the reads and writes of the client's first request and its answer. A handler that keeps
-/// the connection open takes a deadline from Deadlines.cs for each later step:
-/// <see cref="Deadlines.Idle"/> while it waits for the client with nothing in hand (closed
-/// after --idle-timeout, or at once when the worker stops), <see cref="Deadlines.Write"/> once
-/// a request or line has begun to arrive, until its answer has left.
+/// to the reads and writes of the client's first request and its answer, the first read
+/// included. The kernel completed the connection, so its client is owed an answer: a stopping
+/// worker does not cancel <c>timeout</c>. A handler that keeps the connection open takes a
+/// deadline from Deadlines.cs for each later step: <see cref="Deadlines.Idle"/> while it waits
+/// for the client's next request with nothing in hand (closed after --idle-timeout, or when the
+/// worker stops), <see cref="Deadlines.Write"/> once a request or line has begun to arrive,
+/// until its answer has left.
+/// What the handler writes to the console (Console.WriteLine) goes to the server's log, and a
+/// child process it starts (Process.Start) inherits neither the listening socket nor the
+/// worker's pipes to the master: the port is free once the server has stopped, whatever the
+/// child does.
 /// </summary>
 public sealed class Handler
 {
@@ -63,12 +69,15 @@ public sealed class Handler
         try
         {
             int held = 0; // buffer[0..held): the start of a line still missing its "\n"
+            bool answered = false; // the first line is the client's request, and waits with timeout
             CancellationToken deadline = timeout;
             while (true)
             {
-                int read = await client.ReceiveAsync(buffer.AsMemory(held, MaxLine - held), held == 0 ? Deadlines.Idle() : deadline);
+                // Between lines the client owes nothing: wait idle (a stopping worker closes the connection).
+                bool idle = held == 0 && answered;
+                int read = await client.ReceiveAsync(buffer.AsMemory(held, MaxLine - held), idle ? Deadlines.Idle() : deadline);
                 if (read == 0) return; // the client closed; an unfinished last line is dropped
-                if (held == 0) deadline = Deadlines.Write();
+                if (idle) deadline = Deadlines.Write();
                 held += read;
 
                 // Send back every complete line received so far, in one write.
@@ -78,6 +87,7 @@ public sealed class Handler
                     await client.SendAsync(buffer.AsMemory(0, lines), deadline);
                     buffer.AsSpan(lines, held - lines).CopyTo(buffer);
                     held -= lines;
+                    answered = true;
                     deadline = Deadlines.Write(); // for the line begun after them, if any
                 }
                 else if (held == MaxLine)

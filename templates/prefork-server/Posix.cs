@@ -207,6 +207,66 @@ internal static class Posix
     }
 
     /// <summary>
+    /// The opposite of <see cref="Inherit"/>: the descriptor is closed when this process runs
+    /// another program, so a child process of the handler never holds it. The flag belongs to
+    /// this process's descriptor only; the master's own copy stays inheritable.
+    /// </summary>
+    public static void KeepFromChildren(int fd)
+    {
+        int flags = Syscall.fcntl(fd, FcntlCommand.F_GETFD);
+        if (flags < 0 || Syscall.fcntl(fd, FcntlCommand.F_SETFD, flags | 1 /* FD_CLOEXEC */) < 0)
+            throw new InvalidOperationException($"fcntl({fd}): {Stdlib.GetLastError()}");
+    }
+
+    /// <summary>
+    /// A new descriptor for what <paramref name="fd"/> is, closed when this process runs another
+    /// program, and nowhere near the standard ones (0, 1, 2).
+    /// </summary>
+    public static int DuplicateForSelf(int fd)
+    {
+        int copy = Syscall.fcntl(fd, FcntlCommand.F_DUPFD, 3);
+        if (copy < 0) throw new InvalidOperationException($"fcntl({fd}, F_DUPFD): {Stdlib.GetLastError()}");
+        KeepFromChildren(copy);
+        return copy;
+    }
+
+    /// <summary>Makes descriptor <paramref name="target"/> another name for <paramref name="fd"/> (dup2).</summary>
+    public static void Redirect(int target, int fd)
+    {
+        if (Syscall.dup2(fd, target) < 0)
+            throw new InvalidOperationException($"dup2({fd}, {target}): {Stdlib.GetLastError()}");
+    }
+
+    /// <summary>Makes descriptor <paramref name="target"/> read end-of-file and swallow writes (/dev/null).</summary>
+    public static void RedirectToNull(int target)
+    {
+        int devNull = Syscall.open("/dev/null", OpenFlags.O_RDWR);
+        if (devNull < 0) throw new InvalidOperationException($"open(/dev/null): {Stdlib.GetLastError()}");
+        if (devNull == target) return;
+        try { Redirect(target, devNull); }
+        finally { Syscall.close(devNull); }
+    }
+
+    /// <summary>
+    /// Makes accept() on this socket wait (clears O_NONBLOCK), as the accepting thread expects:
+    /// a socket handed over non-blocking (systemd's NonBlocking=yes) would make every idle
+    /// accept() return at once, and the thread spin. The flag belongs to the socket as every
+    /// process holding it shares it, so it is set for all of them. Returns false if the flag was
+    /// already clear.
+    /// </summary>
+    public static bool MakeBlocking(int fd)
+    {
+        int flags = Syscall.fcntl(fd, FcntlCommand.F_GETFL);
+        if (flags < 0) throw new InvalidOperationException($"fcntl({fd}, F_GETFL): {Stdlib.GetLastError()}");
+        if ((flags & ONonblock) == 0) return false;
+        if (Syscall.fcntl(fd, FcntlCommand.F_SETFL, flags & ~ONonblock) < 0)
+            throw new InvalidOperationException($"fcntl({fd}, F_SETFL): {Stdlib.GetLastError()}");
+        return true;
+    }
+
+    private const int ONonblock = 0x800; // O_NONBLOCK on Linux (x64 and arm64)
+
+    /// <summary>
     /// Makes a blocking accept() on this socket give up after <paramref name="timeout"/>
     /// (SO_RCVTIMEO). The setting belongs to the socket, so it holds for every worker.
     /// </summary>

@@ -1,10 +1,12 @@
 namespace PreforkServer;
 
 using System;
+using System.Collections.Generic;
 using System.Diagnostics;
 using System.IO;
 using System.Net.Sockets;
 using System.Threading;
+using Microsoft.Win32.SafeHandles;
 using Mono.Unix.Native;
 
 /// <summary>
@@ -30,6 +32,10 @@ internal sealed class Worker
     private const long PoolStallMs = 1000;
 #endif
     private static readonly TimeSpan HandshakeGrace = TimeSpan.FromMilliseconds(100);
+#if (!httpHandler)
+    /// <summary>How long after it was accepted a connection may take to begin its first request before a stop closes idle ones.</summary>
+    private const long FirstRequestGraceMs = 1000;
+#endif
 
     /// <summary>
     /// Descriptors kept free for the runtime and the handler (assemblies, threads, a pipe, a
@@ -55,6 +61,9 @@ internal sealed class Worker
     private long accepted;
     private long lastHeartbeat;
     private long lastPauseLog = long.MinValue / 2;
+#if (!httpHandler)
+    private long lastAccept;                       // when the last connection was accepted (Environment.TickCount64)
+#endif
     private bool paused;
     private bool retireSent;
     private volatile bool stopping;
@@ -94,6 +103,29 @@ internal sealed class Worker
         if (!int.TryParse(indexText, out int index)) index = -1;
         Log.AsWorker(index);
 
+        // The control pipes (ControlPipe.cs) come as our standard input and output. They move,
+        // first thing, to descriptors of our own that a child process (one the handler starts)
+        // does not inherit; standard input becomes /dev/null and standard output the log, so
+        // such a child holds no pipe of ours, and whatever is written to the console (by the
+        // handler, its constructor included, or by a child) goes to the log, not to the master.
+        Stream pipeToMaster;
+        try
+        {
+            var fromMaster = new FileStream(new SafeFileHandle(Posix.DuplicateForSelf(0), ownsHandle: true), FileAccess.Read, 1);
+            pipeToMaster = new FileStream(new SafeFileHandle(Posix.DuplicateForSelf(1), ownsHandle: true), FileAccess.Write, 1);
+            Posix.RedirectToNull(0);
+            Posix.Redirect(1, 2);
+            Console.SetOut(Console.Error);
+            // From now on, end-of-file on the pipe (the master is gone) ends this worker, even
+            // while it is still starting.
+            new Thread(() => WatchMaster(fromMaster)) { IsBackground = true, Name = "master pipe" }.Start();
+        }
+        catch (Exception e) when (e is InvalidOperationException or IOException)
+        {
+            Log.Info($"cannot take over the pipes from the master: {e.Message}");
+            return ExitCodes.Failure;
+        }
+
         // The listening socket: the master passed its number; make sure it is what we expect.
         if (!int.TryParse(fdText, out int fd) || fd < 0)
             return Fail($"{ListenFdVariable}='{fdText}' is not a file descriptor number");
@@ -101,9 +133,30 @@ internal sealed class Worker
             return Fail("inherited " + problem);
         listener!.Dispose(); // only a check: the descriptor is not the wrapper's to close
         Environment.SetEnvironmentVariable(ListenFdVariable, null); // not for the handler's child processes
+        try
+        {
+            // Ours alone: a child process of the handler must not keep the port open after we exit.
+            Posix.KeepFromChildren(fd);
+            EnsureBlocking(fd);
+        }
+        catch (InvalidOperationException e)
+        {
+            return Fail("inherited " + e.Message);
+        }
 
-        var worker = new Worker(settings, fd, index, fileLimit);
+        var worker = new Worker(settings, fd, index, fileLimit) { toMaster = pipeToMaster };
         return worker.Serve();
+    }
+
+    /// <summary>
+    /// accept() must wait (with SO_RCVTIMEO) for a connection: on a socket handed over
+    /// non-blocking (systemd's NonBlocking=yes) it would return at once, and an idle worker
+    /// would spin. The flag is shared by every process that holds the socket.
+    /// </summary>
+    private static void EnsureBlocking(int fd)
+    {
+        if (Posix.MakeBlocking(fd))
+            Log.Info("the listening socket was non-blocking (O_NONBLOCK); made it blocking, as accept() here expects");
     }
 
     private static int Fail(string message)
@@ -128,12 +181,9 @@ internal sealed class Worker
                 Stop($"{Posix.NameOf(signal)}: finishing {Volatile.Read(ref inFlight)} connection(s), then exiting");
         });
 
-        // The control pipe is our standard input (ControlPipe.cs): "stop" and "last" ask for a
-        // graceful stop, end-of-file means the master is gone. Standard output carries our
-        // messages to the master, so console output goes to the log instead.
-        toMaster = Console.OpenStandardOutput();
-        Console.SetOut(Console.Error);
-        new Thread(WatchMaster) { IsBackground = true, Name = "master pipe" }.Start();
+        // The master's commands ("stop", "last", end-of-file) come to this worker from now on;
+        // any that came while it was being made are followed now.
+        Attach(this);
 
         Posix.SetAcceptTimeout(listenFd, AcceptWake);
         if (capacity < settings.MaxConnections) Log.Info($"serving at most {capacity} connections at once: {capacityReason}");
@@ -149,6 +199,15 @@ internal sealed class Worker
         var draining = Stopwatch.StartNew();
 #if (httpHandler)
         http.Stop(settings.ShutdownTimeout);
+#else
+        // A stopping worker closes the connections that wait idle between requests, but not
+        // one that has just been accepted: the kernel completed it, so its client is owed an
+        // answer. The handler waits for a first request with HandleAsync's timeout, which a
+        // stop does not cancel; for a handler that waits with Deadlines.Idle() all the same,
+        // idle connections are closed only once the last one accepted had FirstRequestGraceMs.
+        while (Volatile.Read(ref inFlight) > 0 && Environment.TickCount64 - Volatile.Read(ref lastAccept) < FirstRequestGraceMs)
+            Thread.Sleep(5);
+        Deadlines.CloseIdle();
 #endif
         while (Volatile.Read(ref inFlight) > 0 && draining.Elapsed < settings.ShutdownTimeout)
             Thread.Sleep(10);
@@ -208,8 +267,13 @@ internal sealed class Worker
             slots.Release();
             switch (error)
             {
-                case Errno.EAGAIN or Errno.EINTR or Errno.ECONNABORTED:
-                    break; // woke up without a connection (timeout, signal, client gave up)
+                case Errno.EAGAIN:
+                    // Woke up without a connection (the accept timeout). Someone may have made the
+                    // shared socket non-blocking since: then accept() no longer waits at all.
+                    EnsureBlocking(listenFd);
+                    break;
+                case Errno.EINTR or Errno.ECONNABORTED:
+                    break; // woke up without a connection (signal, client gave up)
                 case Errno.EMFILE or Errno.ENFILE or Errno.ENOBUFS or Errno.ENOMEM:
                     // The kernel keeps the connection queued for another worker, or for us later.
                     if (!warnedNoFds) Log.Info($"accept: {error} (out of descriptors or memory: {Posix.OpenFileCount()} open, {inFlight} connections); pausing accepts");
@@ -273,6 +337,9 @@ internal sealed class Worker
     private void Start(int client)
     {
         Interlocked.Increment(ref inFlight);
+#if (!httpHandler)
+        Volatile.Write(ref lastAccept, Environment.TickCount64);
+#endif
         if (++accepted == recycleAfter && !retireSent)
         {
             // --max-connections-per-worker: the master starts our replacement, then stops us.
@@ -298,12 +365,16 @@ internal sealed class Worker
     }
 
     /// <summary>
-    /// Stopping for good: first serve the connections already waiting in the kernel's queue
-    /// (within --shutdown-timeout; as many as wait now, the other holders of the socket take
-    /// their share, or all of them for the last holder), then close this worker's descriptor of
-    /// the listening socket. Once the last process that holds the socket has closed it, new
-    /// clients are refused at once instead of being accepted by the kernel and reset when the
-    /// last worker exits. Runs on the accepting thread, after its last accept().
+    /// Stopping for good: first serve the connections already waiting in the kernel's queue,
+    /// then close this worker's descriptor of the listening socket. The last holder (or every
+    /// worker, once the master is gone) serves the whole queue, within --shutdown-timeout. Any
+    /// other serves what waits now, with the slots it has free now and for a tenth of
+    /// --shutdown-timeout at most: the holders that stay take the rest, and the last holder,
+    /// which the master names only once every other has released the socket, must not hear it
+    /// too late to serve the queue before the timeout. Once the last process that holds the
+    /// socket has closed it, new clients are refused at once instead of being accepted by the
+    /// kernel and reset when the last worker exits. Runs on the accepting thread, after its
+    /// last accept().
     /// </summary>
     private void DrainQueueThenRelease()
     {
@@ -316,12 +387,23 @@ internal sealed class Worker
         }
         // Replaced, or stopped by a signal while a last holder will follow: what waits now. Else
         // (the last holder, or every worker on its own once the master is gone) until it is empty.
-        int queued = !serveWholeQueue && Posix.QueuedConnections(listenFd) is >= 0 and int now ? now : settings.Backlog;
+        bool whole = serveWholeQueue;
+        int queued = !whole && Posix.QueuedConnections(listenFd) is >= 0 and int now ? now : settings.Backlog;
+        TimeSpan bound = whole ? settings.ShutdownTimeout : settings.ShutdownTimeout / 10;
         var limit = Stopwatch.StartNew();
         int drained = 0;
-        while (drained < queued && limit.Elapsed < settings.ShutdownTimeout && Posix.HasPendingConnection(listenFd))
+        while (drained < queued && limit.Elapsed < bound && Posix.HasPendingConnection(listenFd))
         {
-            if (!slots.Wait(AcceptWake)) continue;
+            if (!slots.Wait(0))
+            {
+                if (!whole) break; // full: the other holders serve what waits
+#if (!httpHandler)
+                // Full, and the queue is ours to serve: connections that wait idle between
+                // requests give way to the clients that wait in it.
+                Deadlines.CloseIdle();
+#endif
+                if (!slots.Wait(AcceptWake)) continue;
+            }
             // Another process may take the connection first: accept() then waits at most AcceptWake.
             int client = Posix.Accept(listenFd, out _);
             if (client < 0)
@@ -361,19 +443,64 @@ internal sealed class Worker
     }
 #endif
 
-    private void WatchMaster()
+    // The master's commands go to the worker once it is made (Attach); until then they wait
+    // here, and end-of-file (the master is gone) ends the process at once.
+    private static readonly object commandsGate = new();
+    private static Worker? commanded;
+    private static readonly List<string> early = [];
+
+    /// <summary>Reads the master's pipe, from the start of the process to its end-of-file.</summary>
+    private static void WatchMaster(Stream pipe)
     {
-        using var fromMaster = new StreamReader(Console.OpenStandardInput());
         try
         {
-            while (fromMaster.ReadLine() is string command)
-            {
-                if (command == ControlPipe.Stop) Stop("asked to stop: finishing connections, then exiting");
-                if (command == ControlPipe.Last) Stop("asked to stop last: serving the queue, then refusing new connections", last: true, wholeQueue: true);
-            }
+            using var fromMaster = new StreamReader(pipe);
+            while (fromMaster.ReadLine() is string command) Command(command);
         }
         catch (IOException) { }
-        Stop("the master is gone: finishing connections, then exiting", wholeQueue: true);
+        Command(null);
+    }
+
+    /// <summary>A line from the master, or null for end-of-file.</summary>
+    private static void Command(string? command)
+    {
+        lock (commandsGate)
+        {
+            if (commanded is Worker worker) worker.Follow(command);
+            else if (command is not null) early.Add(command);
+            else
+            {
+                // No master: no one would stop this worker, nor read that it is ready.
+                Log.Info("the master is gone before this worker was ready: exiting");
+                Environment.Exit(ExitCodes.Ok);
+            }
+        }
+    }
+
+    private static void Attach(Worker worker)
+    {
+        lock (commandsGate)
+        {
+            commanded = worker;
+            foreach (string command in early) worker.Follow(command);
+            early.Clear();
+        }
+    }
+
+    private void Follow(string? command)
+    {
+        switch (command)
+        {
+            case ControlPipe.Stop:
+                Stop("asked to stop: finishing connections, then exiting");
+                break;
+            case ControlPipe.Last:
+                Stop("asked to stop last: serving the queue, then refusing new connections", last: true, wholeQueue: true);
+                break;
+            case null:
+                Stop("the master is gone: finishing connections, then exiting", wholeQueue: true);
+                break;
+        }
     }
 
     /// <summary>Sends one line to the master.</summary>
@@ -387,7 +514,7 @@ internal sealed class Worker
         stopping = true;
         Log.Info(why);
 #if (!httpHandler)
-        Deadlines.Stop(); // connections waiting idle for a next request or line are closed now
+        Deadlines.Stop(); // the connections that wait idle are closed once accepting has ended (Serve)
 #endif
     }
 }
