@@ -7,7 +7,7 @@ using Xunit.Abstractions;
 namespace PreforkTemplates.Tests;
 
 /// <summary>
-/// A stopping HTTP worker drains its kept-alive connections (HttpWorker.Stop): every request
+/// A stopping HTTP worker drains its kept-alive connections (HandlerHost.Finish): every request
 /// that begins once it stops is answered with Connection: close, and only a connection idle
 /// through the whole drain is closed without one. The load here never sends a request again
 /// (HttpLoad with resend: false, as wrk and load balancers' health checks do): a request the

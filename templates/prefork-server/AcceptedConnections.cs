@@ -48,7 +48,7 @@ internal sealed class AcceptedConnections : IConnectionListenerFactory, IConnect
     /// <summary>
     /// True while a connection handed to Kestrel less than <paramref name="grace"/> ago has not
     /// begun a request. Kestrel's graceful stop closes such a connection at once, unanswered,
-    /// even if its request is on its way: a stopping worker waits for them first (HttpWorker.cs).
+    /// even if its request is on its way: a stopping worker waits for them first (HandlerHost.cs).
     /// </summary>
     public bool AwaitingFirstRequest(TimeSpan grace)
     {

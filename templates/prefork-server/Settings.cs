@@ -110,11 +110,7 @@ public sealed class Settings
             (s, v) => s.IdleTimeout = TimeSpan.FromSeconds(Int("idle-timeout", v, 1, 3600)), s => Str((int)s.IdleTimeout.TotalSeconds)),
         new("signals", "signals the server acts on, comma-separated, from " + string.Join(",", Posix.Signals.Keys),
             (s, v) => s.Signals = ParseSignals(v), s => string.Join(",", s.Signals)),
-#if (httpHandler)
-        new("worker-timeout", "seconds a worker may go without a heartbeat (sent through its thread pool: requests that block every thread stop it) before it is killed and replaced, 2 to 3600",
-#else
-        new("worker-timeout", "seconds a worker may go without a heartbeat before it is killed and replaced, 2 to 3600",
-#endif
+        new("worker-timeout", "seconds a worker may go without a heartbeat (sent through its thread pool: handlers that block every thread stop it) before it is killed and replaced, 2 to 3600",
             (s, v) => s.WorkerTimeout = TimeSpan.FromSeconds(Int("worker-timeout", v, 2, 3600)), s => Str((int)s.WorkerTimeout.TotalSeconds)),
         new("max-connections-per-worker", "a worker that has accepted this many is replaced, 0 (never) to 1000000000",
             (s, v) => s.MaxConnectionsPerWorker = Int("max-connections-per-worker", v, 0, 1_000_000_000), s => Str(s.MaxConnectionsPerWorker)),

@@ -12,12 +12,8 @@ using Mono.Unix.Native;
 /// <summary>
 /// A worker process. It accepts on the listening socket inherited from the master with a
 /// blocking accept() on one thread (Linux wakes blocked acceptors one at a time, in turn,
-/// which spreads connections evenly over the workers) and serves each connection on the
-#if (httpHandler)
-/// thread pool, with ASP.NET Core (HttpWorker.cs).
-#else
-/// thread pool.
-#endif
+/// which spreads connections evenly over the workers) and hands each connection to
+/// HandlerHost.cs, which serves it with Handler.cs on the thread pool.
 /// </summary>
 internal sealed class Worker
 {
@@ -27,15 +23,9 @@ internal sealed class Worker
     /// <summary>An idle accept() returns this often, so the accepting thread notices a stop.</summary>
     private static readonly TimeSpan AcceptWake = TimeSpan.FromMilliseconds(500);
     private const long HeartbeatMs = 500;
-#if (httpHandler)
     /// <summary>A thread pool that has not run the heartbeat for this long is stuck: stop accepting.</summary>
     private const long PoolStallMs = 1000;
-#endif
     private static readonly TimeSpan HandshakeGrace = TimeSpan.FromMilliseconds(100);
-#if (!httpHandler)
-    /// <summary>How long after it was accepted a connection may take to begin its first request before a stop closes idle ones.</summary>
-    private const long FirstRequestGraceMs = 1000;
-#endif
 
     /// <summary>
     /// Descriptors kept free for the runtime and the handler (assemblies, threads, a pipe, a
@@ -47,11 +37,7 @@ internal sealed class Worker
 
     private readonly Settings settings;
     private readonly int listenFd;
-#if (httpHandler)
-    private readonly HttpWorker http;
-#else
-    private readonly Handler handler;
-#endif
+    private readonly HandlerHost host;
     private readonly int capacity;                 // connections at once: --max-connections, or fewer if ulimit -n says so
     private readonly string capacityReason;
     private readonly SemaphoreSlim slots;          // free connection slots (capacity)
@@ -61,9 +47,6 @@ internal sealed class Worker
     private long accepted;
     private long lastHeartbeat;
     private long lastPauseLog = long.MinValue / 2;
-#if (!httpHandler)
-    private long lastAccept;                       // when the last connection was accepted (Environment.TickCount64)
-#endif
     private bool paused;
     private bool retireSent;
     private volatile bool stopping;
@@ -71,21 +54,14 @@ internal sealed class Worker
     private volatile bool serveWholeQueue;        // no one else will serve the queue: the last holder, or the master is gone
     private int stopRequested;                    // Stop comes from the signal, pipe and accepting threads: once
     private int exiting;
-#if (httpHandler)
     private int heartbeatQueued;                  // a heartbeat waits for the thread pool
     private bool poolStalled;
-#endif
 
     private Worker(Settings settings, int listenFd, int index, long fileLimit)
     {
         this.settings = settings;
         this.listenFd = listenFd;
-#if (httpHandler)
-        http = new HttpWorker(settings, index, listenFd, Closed, () => Stop("the application stopped: finishing connections, then exiting"));
-#else
-        Deadlines.Use(settings);
-        handler = new Handler(settings, index);
-#endif
+        host = new HandlerHost(settings, index, listenFd, Closed, () => Stop("the application stopped: finishing connections, then exiting"));
         // Every connection is a descriptor. What is open now (the runtime's own files, the
         // pipes, the socket) stays open; SpareFiles more may be needed later.
         long byLimit = fileLimit - Posix.OpenFileCount() - SpareFiles;
@@ -187,9 +163,7 @@ internal sealed class Worker
 
         Posix.SetAcceptTimeout(listenFd, AcceptWake);
         if (capacity < settings.MaxConnections) Log.Info($"serving at most {capacity} connections at once: {capacityReason}");
-#if (httpHandler)
-        http.Start();
-#endif
+        host.Start();
         Tell(ControlPipe.Ready);
 
         AcceptLoop();
@@ -197,18 +171,7 @@ internal sealed class Worker
 
         // Drain: the connections already accepted get their full answer.
         var draining = Stopwatch.StartNew();
-#if (httpHandler)
-        http.Stop(settings.ShutdownTimeout);
-#else
-        // A stopping worker closes the connections that wait idle between requests, but not
-        // one that has just been accepted: the kernel completed it, so its client is owed an
-        // answer. The handler waits for a first request with HandleAsync's timeout, which a
-        // stop does not cancel; for a handler that waits with Deadlines.Idle() all the same,
-        // idle connections are closed only once the last one accepted had FirstRequestGraceMs.
-        while (Volatile.Read(ref inFlight) > 0 && Environment.TickCount64 - Volatile.Read(ref lastAccept) < FirstRequestGraceMs)
-            Thread.Sleep(5);
-        Deadlines.CloseIdle();
-#endif
+        host.Finish(settings.ShutdownTimeout);
         while (Volatile.Read(ref inFlight) > 0 && draining.Elapsed < settings.ShutdownTimeout)
             Thread.Sleep(10);
         int left = Volatile.Read(ref inFlight);
@@ -221,10 +184,10 @@ internal sealed class Worker
         bool warnedNoFds = false;
         while (!stopping)
         {
-#if (httpHandler)
-            // The heartbeat goes through the thread pool, which runs every request: a worker
-            // whose pool runs nothing (requests that block all its threads) falls silent, and
-            // the master replaces it.
+            // The heartbeat goes through the thread pool, which runs every handler after its
+            // first await: a worker whose pool runs nothing (handlers that block all its
+            // threads) falls silent, and the master replaces it; so does one whose accepting
+            // thread is stuck (a handler that blocks before its first await).
             long now = Environment.TickCount64;
             if (now - lastHeartbeat >= HeartbeatMs && Interlocked.Exchange(ref heartbeatQueued, 1) == 0)
             {
@@ -242,16 +205,6 @@ internal sealed class Worker
                 Thread.Sleep(100);
                 continue;
             }
-#else
-            // The heartbeat comes from this thread, which accepts and starts every connection:
-            // a worker stuck here (a handler that blocks) falls silent and the master replaces it.
-            long now = Environment.TickCount64;
-            if (now - lastHeartbeat >= HeartbeatMs)
-            {
-                lastHeartbeat = now;
-                Tell(Heartbeat());
-            }
-#endif
 
             // A full worker stops accepting, so the kernel hands the next connection to another.
             if (!TakeSlot()) continue;
@@ -288,7 +241,6 @@ internal sealed class Worker
         }
     }
 
-#if (httpHandler)
     /// <summary>True while the last heartbeat has waited for the thread pool over <see cref="PoolStallMs"/>; logs when that begins and ends.</summary>
     private bool PoolStalled(long now)
     {
@@ -303,7 +255,6 @@ internal sealed class Worker
         return stalled;
     }
 
-#endif
     private string Heartbeat() =>
         new ControlPipe.Heartbeat(Interlocked.Read(ref accepted), Volatile.Read(ref inFlight), GC.CollectionCount(0)).ToString();
 
@@ -337,25 +288,14 @@ internal sealed class Worker
     private void Start(int client)
     {
         Interlocked.Increment(ref inFlight);
-#if (!httpHandler)
-        Volatile.Write(ref lastAccept, Environment.TickCount64);
-#endif
         if (++accepted == recycleAfter && !retireSent)
         {
             // --max-connections-per-worker: the master starts our replacement, then stops us.
             retireSent = true;
             Tell(ControlPipe.Retire);
         }
-#if (httpHandler)
-        http.Serve(client);
+        host.Serve(client);
     }
-#else
-        // The handler starts here, on the accepting thread, and goes on on the thread pool at
-        // its first await that has to wait. A greeting is written at once, so most
-        // connections cost no thread switch at all.
-        _ = ServeAsync(client);
-    }
-#endif
 
     /// <summary>A connection has closed: its slot is free.</summary>
     private void Closed()
@@ -397,11 +337,7 @@ internal sealed class Worker
             if (!slots.Wait(0))
             {
                 if (!whole) break; // full: the other holders serve what waits
-#if (!httpHandler)
-                // Full, and the queue is ours to serve: connections that wait idle between
-                // requests give way to the clients that wait in it.
-                Deadlines.CloseIdle();
-#endif
+                host.MakeRoom(); // full, and the queue is ours to serve
                 if (!slots.Wait(AcceptWake)) continue;
             }
             // Another process may take the connection first: accept() then waits at most AcceptWake.
@@ -418,30 +354,6 @@ internal sealed class Worker
         Tell(ControlPipe.Released);
         if (drained > 0) Log.Info($"served {drained} queued connection(s) before releasing the listening socket");
     }
-
-#if (!httpHandler)
-    private async System.Threading.Tasks.Task ServeAsync(int fd)
-    {
-        var client = new Connection(fd);
-        try
-        {
-            await handler.HandleAsync(client, Deadlines.Write());
-        }
-        catch (Exception e) when (e is SocketException or OperationCanceledException or IOException)
-        {
-            // The client reset the connection or was slower than --write-timeout: drop it.
-        }
-        catch (Exception e)
-        {
-            Log.Info($"handler failed: {e}");
-        }
-        finally
-        {
-            client.Close();
-            Closed();
-        }
-    }
-#endif
 
     // The master's commands go to the worker once it is made (Attach); until then they wait
     // here, and end-of-file (the master is gone) ends the process at once.
@@ -513,8 +425,6 @@ internal sealed class Worker
         serveWholeQueue = wholeQueue;
         stopping = true;
         Log.Info(why);
-#if (!httpHandler)
-        Deadlines.Stop(); // the connections that wait idle are closed once accepting has ended (Serve)
-#endif
+        host.BeginStop();
     }
 }

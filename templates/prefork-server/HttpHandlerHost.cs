@@ -15,12 +15,13 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
 /// <summary>
-/// The ASP.NET Core application of one worker: Kestrel on the connections the worker accepts
-/// (AcceptedConnections.cs), with the middleware and endpoints of Handler.cs, and the
-/// server's options as Kestrel's limits. The worker (Worker.cs) starts it before it says it
-/// is ready and stops it after it has released the listening socket.
+/// Serves the connections a worker accepts (Worker.cs) with ASP.NET Core: Kestrel on those
+/// connections (AcceptedConnections.cs), with the middleware and endpoints of Handler.cs, and
+/// the server's options as Kestrel's limits. The worker starts it before it says it is ready,
+/// hands it each accepted descriptor, and stops it in two steps: when it stops accepting, and
+/// after it has released the listening socket.
 /// </summary>
-internal sealed class HttpWorker
+internal sealed class HandlerHost
 {
     /// <summary>How long after it was accepted a connection may take to begin its first request before a stop.</summary>
     private static readonly TimeSpan FirstRequestGrace = TimeSpan.FromSeconds(1);
@@ -38,7 +39,7 @@ internal sealed class HttpWorker
 
     /// <param name="closed">Called when a connection handed over with <see cref="Serve"/> is closed.</param>
     /// <param name="stopping">Called if the application stops on its own (IHostApplicationLifetime.StopApplication).</param>
-    public HttpWorker(Settings settings, int workerIndex, int listenFd, Action closed, Action stopping)
+    public HandlerHost(Settings settings, int workerIndex, int listenFd, Action closed, Action stopping)
     {
         connections = new AcceptedConnections(listenFd, closed);
         idleTimeout = settings.IdleTimeout;
@@ -86,19 +87,26 @@ internal sealed class HttpWorker
     public void Serve(int fd) => connections.Add(fd);
 
     /// <summary>
-    /// Stops serving, within <paramref name="timeout"/>. First a drain: every request that
-    /// begins from now on is answered with Connection: close, and its connection closed after
-    /// the answer, so a client that sends its next request on a kept-alive connection gets an
-    /// answer instead of a closed connection. The drain ends when no connection is left, or
-    /// after the shortest of <see cref="DrainLimit"/>, --idle-timeout and half of
-    /// <paramref name="timeout"/>. Then Kestrel's graceful stop: requests in flight finish
-    /// (their answers say Connection: close), connections still idle are closed; after the
-    /// timeout, what is left is cut.
+    /// The worker accepts no more: from now on every request that begins is answered with
+    /// Connection: close, and its connection closed after the answer, so a client that sends its
+    /// next request on a kept-alive connection gets an answer instead of a closed connection.
     /// </summary>
-    public void Stop(TimeSpan timeout)
+    public void BeginStop() => draining = true;
+
+    /// <summary>The worker is full while it serves the listening socket's queue: Kestrel's idle connections stay until <see cref="Finish"/>.</summary>
+    public void MakeRoom() { }
+
+    /// <summary>
+    /// After the worker has released the listening socket, stops serving within
+    /// <paramref name="timeout"/>. First the drain that <see cref="BeginStop"/> began goes on
+    /// until no connection is left, or for the shortest of <see cref="DrainLimit"/>,
+    /// --idle-timeout and half of <paramref name="timeout"/>. Then Kestrel's graceful stop:
+    /// requests in flight finish (their answers say Connection: close), connections still idle
+    /// are closed; after the timeout, what is left is cut.
+    /// </summary>
+    public void Finish(TimeSpan timeout)
     {
         var clock = Stopwatch.StartNew();
-        draining = true;
         // Closing an idle kept-alive connection loses a request that its client may be sending
         // at that moment (HTTP/1.1 has no way to say "no more" but in an answer): only a
         // connection that stays idle through the whole drain is closed without one.
