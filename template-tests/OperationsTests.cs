@@ -222,6 +222,29 @@ public sealed class OperationsTests(TemplateFixture fixture, ITestOutputHelper o
         Assert.Equal(N, Client.PidsUntil(server.Port, N).Count);
     }
 
+    /// <remarks>
+    /// The handler goes on on the thread pool after its first await, and there blocks every
+    /// thread: the accepting thread is free, but the heartbeat, which goes through the pool,
+    /// stops, and the master replaces the worker.
+    /// </remarks>
+    [Fact]
+    public async Task A_worker_whose_handler_blocks_the_thread_pool_is_killed_and_replaced()
+    {
+        string block = Path.Combine(fixture.WorkDir, $"block-{Guid.NewGuid():N}");
+        using var server = await Start(new Dictionary<string, string> { ["BLOCK_POOL_FILE"] = block }, "--worker-timeout", "2");
+        IReadOnlyList<int> before = server.Children();
+        File.WriteAllText(block, "");
+        using var stuck = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        stuck.Connect(IPAddress.Loopback, server.Port); // one worker takes it and blocks its pool
+        Assert.True(Proc.WaitUntil(() => File.Exists(block + ".taken"), TimeSpan.FromSeconds(10)));
+
+        server.WaitForLog("the thread pool has run nothing", TimeSpan.FromSeconds(20));
+        server.WaitForLog("(--worker-timeout 2s); killing it", TimeSpan.FromSeconds(20));
+        Assert.True(Proc.WaitUntil(() => server.Children().Count == N && server.Children().Except(before).Count() == 1, TimeSpan.FromSeconds(10)),
+            "the worker whose pool was blocked was not replaced:\n" + server.LogText);
+        Assert.Equal(N, Client.PidsUntil(server.Port, N).Count);
+    }
+
     [Fact]
     public async Task Workers_are_recycled_after_their_connection_limit_under_load()
     {

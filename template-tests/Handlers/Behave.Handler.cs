@@ -17,6 +17,7 @@ public sealed class Handler
     private readonly TimeSpan delay;     // SLOW_MS: wait this long before answering...
     private readonly int slowPort;       // ...SLOW_PORT: only the client connecting from this port
     private readonly string? hang;       // HANG_FILE: the connection that renames it blocks its thread for ever
+    private readonly string? blockPool;  // BLOCK_POOL_FILE: the connection that renames it, after its first await, blocks every thread of the pool
     private readonly byte[]? large;      // REPLY_BYTES: this many bytes (0, 1, ... 250, 0, ...) instead of the greeting
     private readonly int garbage;        // GARBAGE_BYTES: allocated (and dropped) for each connection, as a handler that reads a request does
 
@@ -27,6 +28,7 @@ public sealed class Handler
         delay = TimeSpan.FromMilliseconds(int.Parse(Environment.GetEnvironmentVariable("SLOW_MS") ?? "0", CultureInfo.InvariantCulture));
         slowPort = int.Parse(Environment.GetEnvironmentVariable("SLOW_PORT") ?? "0", CultureInfo.InvariantCulture);
         hang = Environment.GetEnvironmentVariable("HANG_FILE");
+        blockPool = Environment.GetEnvironmentVariable("BLOCK_POOL_FILE");
         garbage = int.Parse(Environment.GetEnvironmentVariable("GARBAGE_BYTES") ?? "0", CultureInfo.InvariantCulture);
         if (Environment.GetEnvironmentVariable("REPLY_BYTES") is string bytes)
         {
@@ -46,6 +48,18 @@ public sealed class Handler
             {
                 File.Move(hang, hang + ".taken");
                 Thread.Sleep(Timeout.Infinite); // a handler that blocks: the worker falls silent
+            }
+            catch (IOException) { } // another connection took it first
+        }
+        if (blockPool is not null && File.Exists(blockPool))
+        {
+            try
+            {
+                File.Move(blockPool, blockPool + ".taken");
+                await Task.Yield(); // from here on the thread pool's
+                // Work that blocks, queued faster than .NET adds threads: the pool runs nothing else.
+                for (int i = 0; i < 256; i++) ThreadPool.QueueUserWorkItem(_ => Thread.Sleep(Timeout.Infinite));
+                Thread.Sleep(Timeout.Infinite);
             }
             catch (IOException) { } // another connection took it first
         }
