@@ -1,11 +1,12 @@
 namespace PreforkTemplates.Tests.Infrastructure;
 
-/// <summary>The fenced command blocks of a README (```sh), as written there.</summary>
+/// <summary>The fenced command blocks of a Markdown file (```sh), as written there.</summary>
 public static class Readme
 {
-    public sealed record Block(int Line, string Text)
+    /// <summary>A block, from its line on; <see cref="File"/> names the file when blocks of several are listed.</summary>
+    public sealed record Block(int Line, string Text, string? File = null)
     {
-        public override string ToString() => $"line {Line}: {Text.Split('\n')[0]}";
+        public override string ToString() => $"{(File is null ? "" : File + " ")}line {Line}: {Text.Split('\n')[0]}";
     }
 
     public static IReadOnlyList<Block> ShellBlocks(string markdown)
