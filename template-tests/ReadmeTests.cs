@@ -13,6 +13,7 @@ namespace PreforkTemplates.Tests;
 /// template store of the test's own (DOTNET_CLI_HOME). The blocks use port 8080, as the
 /// READMEs do; no other test uses it. The blocks that are not run are named in
 /// <see cref="NotRunHere"/> with the reason, and a test checks that no other block is left out.
+/// Another checks that the repository's Markdown files link only to what exists.
 /// </summary>
 [Collection("template")]
 public sealed class ReadmeTests(TemplateFixture fixture, ITestOutputHelper output)
@@ -42,6 +43,9 @@ public sealed class ReadmeTests(TemplateFixture fixture, ITestOutputHelper outpu
 
     /// <summary>The repository's Markdown files whose blocks are run: the package's page, then the contributors'.</summary>
     private static readonly string[] RunnableDocs = ["README.md", "CONTRIBUTING.md"];
+
+    /// <summary>The repository's Markdown files whose links must lead somewhere.</summary>
+    private static readonly string[] LinkedDocs = [.. RunnableDocs, "bench/README.md"];
 
     private string RootReadme => File.ReadAllText(Path.Combine(fixture.RepoRoot, "README.md"));
 
@@ -117,6 +121,37 @@ public sealed class ReadmeTests(TemplateFixture fixture, ITestOutputHelper outpu
         Assert.True(left.Count == 0, "blocks no test runs: " + string.Join("; ", left));
         foreach (string exempt in NotRunHere.Keys)
             Assert.Contains(blocks, b => b.Text.StartsWith(exempt, StringComparison.Ordinal)); // no stale exemption
+    }
+
+    /// <summary>
+    /// Nothing points nowhere: every relative link (and image) of the repository's Markdown files
+    /// leads to a file or folder of the repository, and every #fragment to a heading of its file.
+    /// </summary>
+    [Fact]
+    public void Every_link_of_the_repository_docs_leads_somewhere()
+    {
+        string root = Path.GetFullPath(fixture.RepoRoot);
+        var broken = new List<string>();
+        int links = 0;
+        foreach (string doc in LinkedDocs)
+        {
+            string path = Path.Combine(root, doc);
+            foreach (Match link in Regex.Matches(File.ReadAllText(path), @"\]\(([^)\s]+)\)"))
+            {
+                string target = link.Groups[1].Value;
+                if (Regex.IsMatch(target, "^[a-z]+:")) continue; // https: and mailto: lead elsewhere
+                links++;
+                string[] parts = target.Split('#', 2);
+                string file = parts[0].Length == 0 ? path : Path.GetFullPath(Path.Combine(Path.GetDirectoryName(path)!, parts[0]));
+                if (!file.StartsWith(root + Path.DirectorySeparatorChar, StringComparison.Ordinal) || !Path.Exists(file))
+                    broken.Add($"{doc}: {target} (no such file or folder in the repository)");
+                else if (parts.Length == 2 && !Readme.HeadingAnchors(File.ReadAllText(file)).Contains(parts[1]))
+                    broken.Add($"{doc}: {target} (no such heading in {Path.GetRelativePath(root, file)})");
+            }
+        }
+        output.WriteLine($"{links} links checked");
+        Assert.True(links > 10, $"only {links} links found: the pattern no longer finds them");
+        Assert.True(broken.Count == 0, "links that lead nowhere:\n" + string.Join("\n", broken));
     }
 
     [Fact]
