@@ -6,13 +6,14 @@ using Xunit.Abstractions;
 namespace PreforkTemplates.Tests;
 
 /// <summary>
-/// Every ```sh block of README.md and of the generated README, run from the README's own
-/// text, twice, as a new user pastes it: first with bash in a pseudo-terminal, then with sh
-/// (Debian's dash) as a script; each with `-e`, so a line that fails fails the test. A block
+/// Every ```sh block of README.md, CONTRIBUTING.md and the generated README, run from the
+/// file's own text, twice, as a new user pastes it: first with bash in a pseudo-terminal, then
+/// with sh (Debian's dash) as a script; each with `-e`, so a line that fails fails the test. A block
 /// "in a second shell" runs while the block before it serves. `dotnet new` installs go to a
 /// template store of the test's own (DOTNET_CLI_HOME). The blocks use port 8080, as the
 /// READMEs do; no other test uses it. The blocks that are not run are named in
 /// <see cref="NotRunHere"/> with the reason, and a test checks that no other block is left out.
+/// Another checks that the repository's Markdown files link only to what exists.
 /// </summary>
 [Collection("template")]
 public sealed class ReadmeTests(TemplateFixture fixture, ITestOutputHelper output)
@@ -24,7 +25,7 @@ public sealed class ReadmeTests(TemplateFixture fixture, ITestOutputHelper outpu
     /// <summary>Blocks no test runs, by their first line, and why.</summary>
     public static readonly IReadOnlyDictionary<string, string> NotRunHere = new Dictionary<string, string>
     {
-        ["bash test.sh"] = "it runs this test suite (CI runs it)",
+        ["bash test.sh"] = "it runs this test suite, or part of it (CI runs all of it)",
         ["docker build -t "] = "no container engine runs here; DeployTests carries out the Dockerfile's steps without one",
         ["docker buildx build "] = "no container engine runs here; DeployTests checks the Dockerfile's platforms and carries out its build steps without one",
         ["dpkg --add-architecture arm64"] = "it installs Debian packages and registers qemu with binfmt_misc, as root: test.sh does the same before the tests run, and the arm64 tests fail naming what is missing",
@@ -39,6 +40,12 @@ public sealed class ReadmeTests(TemplateFixture fixture, ITestOutputHelper outpu
         ["DOTNET_NOLOGO"] = "1",
         ["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1",
     };
+
+    /// <summary>The repository's Markdown files whose blocks are run: the package's page, then the contributors'.</summary>
+    private static readonly string[] RunnableDocs = ["README.md", "CONTRIBUTING.md"];
+
+    /// <summary>The repository's Markdown files whose links must lead somewhere.</summary>
+    private static readonly string[] LinkedDocs = [.. RunnableDocs, "bench/README.md"];
 
     private string RootReadme => File.ReadAllText(Path.Combine(fixture.RepoRoot, "README.md"));
 
@@ -100,14 +107,51 @@ public sealed class ReadmeTests(TemplateFixture fixture, ITestOutputHelper outpu
     [Fact]
     public void Every_block_is_run_or_named_with_the_reason_it_is_not()
     {
-        var blocks = Readme.ShellBlocks(RootReadme).Concat(Readme.ShellBlocks(File.ReadAllText(Path.Combine(fixture.RepoRoot, "templates", "prefork-server", "README.md"))));
-        // The blocks the tests below pick, by what they hold; every other block must be exempt.
-        string[] run = ["dotnet new install . --force", "for i in $(seq 10); do nc", "dotnet pack -c Release -o out", "dotnet new prefork-server -n MyServer --workers 8",
-                        "dotnet run\n", "nc 127.0.0.1 8080\n", "curl -i http://127.0.0.1:8080/", "dotnet build\nsystemd-socket-activate", "dotnet test PreforkServer.Tests/"];
-        var left = blocks.Where(b => !Exempt(b) && !run.Any(r => b.Text.StartsWith(r, StringComparison.Ordinal))).ToList();
+        const string generated = "templates/prefork-server/README.md";
+        var blocks = RunnableDocs.Append(generated)
+            .SelectMany(doc => Readme.ShellBlocks(File.ReadAllText(Path.Combine(fixture.RepoRoot, doc))).Select(b => b with { File = doc }))
+            .ToList();
+        // The blocks the tests below pick, by their file and what they hold; every other block must be exempt.
+        var run = new Dictionary<string, string[]>
+        {
+            ["README.md"] = ["dotnet new install . --force", "for i in $(seq 10); do nc", "dotnet pack -c Release -o out", "dotnet new prefork-server -n MyServer --workers 8"],
+            [generated] = ["dotnet run\n", "for i in $(seq 10); do nc", "nc 127.0.0.1 8080\n", "curl -i http://127.0.0.1:8080/", "dotnet build\nsystemd-socket-activate", "dotnet test PreforkServer.Tests/"],
+        };
+        var left = blocks.Where(b => !Exempt(b) && !run.GetValueOrDefault(b.File!, []).Any(r => b.Text.StartsWith(r, StringComparison.Ordinal))).ToList();
         Assert.True(left.Count == 0, "blocks no test runs: " + string.Join("; ", left));
         foreach (string exempt in NotRunHere.Keys)
             Assert.Contains(blocks, b => b.Text.StartsWith(exempt, StringComparison.Ordinal)); // no stale exemption
+    }
+
+    /// <summary>
+    /// Nothing points nowhere: every relative link (and image) of the repository's Markdown files
+    /// leads to a file or folder of the repository, and every #fragment to a heading of its file.
+    /// </summary>
+    [Fact]
+    public void Every_link_of_the_repository_docs_leads_somewhere()
+    {
+        string root = Path.GetFullPath(fixture.RepoRoot);
+        var broken = new List<string>();
+        int links = 0;
+        foreach (string doc in LinkedDocs)
+        {
+            string path = Path.Combine(root, doc);
+            foreach (Match link in Regex.Matches(File.ReadAllText(path), @"\]\(([^)\s]+)\)"))
+            {
+                string target = link.Groups[1].Value;
+                if (Regex.IsMatch(target, "^[a-z]+:")) continue; // https: and mailto: lead elsewhere
+                links++;
+                string[] parts = target.Split('#', 2);
+                string file = parts[0].Length == 0 ? path : Path.GetFullPath(Path.Combine(Path.GetDirectoryName(path)!, parts[0]));
+                if (!file.StartsWith(root + Path.DirectorySeparatorChar, StringComparison.Ordinal) || !Path.Exists(file))
+                    broken.Add($"{doc}: {target} (no such file or folder in the repository)");
+                else if (parts.Length == 2 && !Readme.HeadingAnchors(File.ReadAllText(file)).Contains(parts[1]))
+                    broken.Add($"{doc}: {target} (no such heading in {Path.GetRelativePath(root, file)})");
+            }
+        }
+        output.WriteLine($"{links} links checked");
+        Assert.True(links > 10, $"only {links} links found: the pattern no longer finds them");
+        Assert.True(broken.Count == 0, "links that lead nowhere:\n" + string.Join("\n", broken));
     }
 
     [Fact]

@@ -1,11 +1,14 @@
+using System.Text.RegularExpressions;
+
 namespace PreforkTemplates.Tests.Infrastructure;
 
-/// <summary>The fenced command blocks of a README (```sh), as written there.</summary>
-public static class Readme
+/// <summary>The fenced command blocks of a Markdown file (```sh), as written there, and its headings' anchors.</summary>
+public static partial class Readme
 {
-    public sealed record Block(int Line, string Text)
+    /// <summary>A block, from its line on; <see cref="File"/> names the file when blocks of several are listed.</summary>
+    public sealed record Block(int Line, string Text, string? File = null)
     {
-        public override string ToString() => $"line {Line}: {Text.Split('\n')[0]}";
+        public override string ToString() => $"{(File is null ? "" : File + " ")}line {Line}: {Text.Split('\n')[0]}";
     }
 
     public static IReadOnlyList<Block> ShellBlocks(string markdown)
@@ -23,4 +26,30 @@ public static class Readme
         }
         return blocks;
     }
+
+    /// <summary>
+    /// The #fragments that lead to the headings outside code blocks, as GitHub makes them: lower
+    /// case, punctuation dropped, spaces made hyphens; a repeated one gets -1, -2, ...
+    /// </summary>
+    public static ISet<string> HeadingAnchors(string markdown)
+    {
+        var anchors = new HashSet<string>();
+        bool inCode = false;
+        foreach (string line in markdown.Split('\n'))
+        {
+            if (line.TrimStart().StartsWith("```", StringComparison.Ordinal)) inCode = !inCode;
+            Match heading = Heading().Match(line);
+            if (inCode || !heading.Success) continue;
+            string anchor = NotInAnchor().Replace(heading.Groups[1].Value.Trim().ToLowerInvariant(), "").Replace(' ', '-');
+            string unique = anchor;
+            for (int n = 1; !anchors.Add(unique); n++) unique = $"{anchor}-{n}";
+        }
+        return anchors;
+    }
+
+    [GeneratedRegex(@"^#{1,6} +(.+?) *#*\r?$")]
+    private static partial Regex Heading();
+
+    [GeneratedRegex(@"[^\p{L}\p{Nd}\p{Mn} _-]")]
+    private static partial Regex NotInAnchor();
 }
