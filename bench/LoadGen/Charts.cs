@@ -33,7 +33,7 @@ internal static class Charts
     public sealed record Bar(string Label, double? Value, double? Min, double? Max, string Text, bool Baseline);
 
     /// <summary>One line: a value (or none, which breaks the line) per x.</summary>
-    public sealed record Series(string Label, Color Color, IReadOnlyList<double?> Values, bool Dashed = false);
+    public sealed record Series(Color Color, IReadOnlyList<double?> Values, bool Dashed = false);
 
     public sealed record Panel(string Title, bool LogY, IReadOnlyList<Series> Series);
 
@@ -156,26 +156,14 @@ internal static class Charts
 
         if (panel.LogY)
         {
-            // Decades from the one below the smallest value to the one above the largest.
-            double min = ys.Count == 0 ? 1 : Math.Floor(Math.Log10(ys.Min()));
-            double max = ys.Count == 0 ? 1 : Math.Ceiling(Math.Log10(ys.Max()));
-            if (max <= min)
+            // log10 of the values, labelled at each decade, with minor ticks at 2..9.
+            plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic
             {
-                max = min + 1;
-            }
-
-            var yTicks = new ScottPlot.TickGenerators.NumericManual();
-            for (double e = min; e <= max; e++)
-            {
-                yTicks.AddMajor(e, Compact(Math.Pow(10, e)));
-                for (int m = 2; m < 10 && e < max; m++)
-                {
-                    yTicks.AddMinor(e + Math.Log10(m));
-                }
-            }
-
-            plot.Axes.Left.TickGenerator = yTicks;
-            plot.Axes.SetLimitsY(min, max);
+                IntegerTicksOnly = true,
+                MinorTickGenerator = new ScottPlot.TickGenerators.LogMinorTickGenerator(),
+                LabelFormatter = e => Math.Pow(10, e).ToString("N0", CultureInfo.InvariantCulture),
+            };
+            plot.Axes.SetLimitsY(ys.Count == 0 ? 0 : Math.Floor(Math.Log10(ys.Min())), ys.Count == 0 ? 1 : Math.Ceiling(Math.Log10(ys.Max())));
         }
         else
         {
@@ -273,10 +261,4 @@ internal static class Charts
         t.LabelFontColor = color;
         t.LabelAlignment = Alignment.LowerLeft;
     }
-
-    /// <summary>12, 2.5k, 40k, 1M.</summary>
-    private static string Compact(double v) =>
-        v >= 1e6 ? (v / 1e6).ToString("0.#", CultureInfo.InvariantCulture) + "M"
-        : v >= 1e3 ? (v / 1e3).ToString("0.#", CultureInfo.InvariantCulture) + "k"
-        : v.ToString("0.##", CultureInfo.InvariantCulture);
 }

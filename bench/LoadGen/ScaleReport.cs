@@ -476,7 +476,7 @@ internal static class ScaleReport
     }
 
     private static List<Charts.Series> Lines(ScaleSummary sum, ScaleSweep sweep, Func<ScalePointServer, double?> value, bool dashed = false) =>
-        [.. sum.Servers.Select(s => new Charts.Series(ShortName(s), Color(sum, s),
+        [.. sum.Servers.Select(s => new Charts.Series(Color(sum, s),
             [.. sweep.Points.Select(p => Find(p, s) is ScalePointServer ps ? value(ps) : null)], dashed))];
 
     private static string Subtitle(ScaleSummary sum, ScaleSweep sweep) => string.Create(Ci,
