@@ -21,7 +21,7 @@
 # fresh launch: start with WORKERS workers on 127.0.0.1 port 0, wait until ready and learn
 # the port (startup time), measure idle memory, run LoadGen for DURATION seconds, measure
 # server CPU and loaded memory, stop the server with SIGTERM. Raw data goes to
-# bench/results/raw/SERVER/run-K/. Then bench/results/{results.md,results.json,chart.svg}
+# bench/results/raw/SERVER/run-K/. Then bench/results/{results.md,results.json,chart.png}
 # are written: per server, the median over its runs of every figure (the ratio to C is
 # taken per round against that round's C run, then its median), the min-max of conn/s
 # and of the ratio, and failed connections summed over all runs.
@@ -460,5 +460,5 @@ for ((round = 1; round <= RUNS; round++)); do
   done
 done
 
-log "writing $RESULTS_DIR/results.md, results.json, chart.svg"
+log "writing $RESULTS_DIR/results.md, results.json, chart.png"
 "$LOADGEN" report --out "$RESULTS_DIR" --baseline c "${server_dirs[@]}"

@@ -26,8 +26,8 @@
 #    reads the total PSS of master and workers, lets `LoadGen hold` open N connections that
 #    send nothing, waits until the workers hold them all (their socket descriptors), reads
 #    the PSS again, releases the connections, reads it once more. SCALE_DIR/idle/.
-# 4. `LoadGen scale-report` writes SCALE_DIR/scale.md, scale.json, scale-workers.svg and
-#    scale-clients.svg, and prints scale.md.
+# 4. `LoadGen scale-report` writes SCALE_DIR/scale.md, scale.json, scale-workers.png and
+#    scale-clients.png, and prints scale.md.
 set -uo pipefail
 export LC_ALL=C
 
@@ -363,7 +363,7 @@ trap stop_idle EXIT
 # ---------------------------------------------------------------------------
 # The report
 # ---------------------------------------------------------------------------
-log "writing $SCALE_DIR/scale.md, scale.json, scale-workers.svg, scale-clients.svg"
+log "writing $SCALE_DIR/scale.md, scale.json, scale-workers.png, scale-clients.png"
 idle_args=()
 ((IDLE_CONNECTIONS)) && idle_args=(--idle "$IDLE_DIR")
 "$LOADGEN" scale-report --out "$SCALE_DIR" --at-clients "$AT_CLIENTS" --at-workers "$AT_WORKERS" \

@@ -23,6 +23,7 @@ internal sealed class RunOptions
     public const int DefaultConcurrency = 64;
     public const double DefaultDurationSeconds = 10;
     public const int DefaultTimeoutMs = 5000;
+    public const int MaxTimeoutMs = 3_600_000;
 
     public required IPAddress Host { get; init; }
     public required int Port { get; init; }
@@ -143,7 +144,7 @@ internal sealed class RunOptions
                     count = ParseLong(arg, Value(), 1, long.MaxValue / 2);
                     break;
                 case "--timeout-ms":
-                    timeoutMs = ParseInt(arg, Value(), 1, 3_600_000);
+                    timeoutMs = ParseInt(arg, Value(), 1, MaxTimeoutMs);
                     break;
                 case "--workers":
                     workers = ParseInt(arg, Value(), 1, 100_000);

@@ -13,7 +13,7 @@ namespace LoadGen;
 /// <c>--at-workers</c> workers the clients sweep (a point can be in both). IDLEDIR holds the
 /// idle-connection test: meta.env (the script's measurements) and hold.json (LoadGen hold's);
 /// DIR/meta.env of <c>--system</c> lists settings of the machine (port range, limits) for the report.
-/// Writes DIR/scale.md, DIR/scale.json, DIR/scale-workers.svg and DIR/scale-clients.svg.
+/// Writes DIR/scale.md, DIR/scale.json, DIR/scale-workers.png and DIR/scale-clients.png.
 /// </summary>
 internal static class ScaleReport
 {
@@ -133,8 +133,8 @@ internal static class ScaleReport
         Directory.CreateDirectory(outDir);
         File.WriteAllText(Path.Combine(outDir, "scale.json"),
             JsonSerializer.Serialize(summary, ScaleJsonContext.Default.ScaleSummary) + "\n");
-        File.WriteAllText(Path.Combine(outDir, "scale-workers.svg"), WorkersChart(summary));
-        File.WriteAllText(Path.Combine(outDir, "scale-clients.svg"), ClientsChart(summary));
+        WorkersChart(Path.Combine(outDir, "scale-workers.png"), summary);
+        ClientsChart(Path.Combine(outDir, "scale-clients.png"), summary);
         string md = Markdown(summary, missing);
         File.WriteAllText(Path.Combine(outDir, "scale.md"), md);
         Console.Out.Write(md);
@@ -277,11 +277,11 @@ internal static class ScaleReport
         Metric failed = new("failed", Failed);
         const string Where = "Where the time goes (server CPU share: of all cores during the load; LoadGen: its own CPU per connection; in flight: clients inside a connection on average, conn/s × mean latency; run: LoadGen's wall time). " +
             "Server CPU is the time on CPU of every thread of the server (schedstat; bench/README.md, \"How CPU is measured\").";
-        Section(sb, sum, w, $"Workers ({w.FixedValue} clients)", "![conn/s and server CPU per connection by worker count](scale-workers.svg)",
+        Section(sb, sum, w, $"Workers ({w.FixedValue} clients)", "![conn/s and server CPU per connection by worker count](scale-workers.png)",
             [conns, cpu, new("fairness", p => F(p.Medians.Fairness, "0.000")), new("startup ms", p => F(p.Medians.StartupMs, "0.0")),
                 new("total PSS MiB, idle / loaded", p => $"{MiB(p.Medians.Idle?.TotalPssKiB)} / {MiB(p.Medians.Loaded?.TotalPssKiB)}"), failed],
             Where, [cpuShare, clientCpu, p99, inFlight, run]);
-        Section(sb, sum, c, $"Clients ({c.FixedValue} workers)", "![conn/s and latency by client count](scale-clients.svg)",
+        Section(sb, sum, c, $"Clients ({c.FixedValue} workers)", "![conn/s and latency by client count](scale-clients.png)",
             [conns, new("p50 µs", p => F(p.Medians.P50Us, "0")), p99, failed],
             Where, [cpuShare, cpu, clientCpu, inFlight, new("max µs", p => F(p.Medians.MaxUs, "0")), run]);
 
@@ -465,52 +465,51 @@ internal static class ScaleReport
         sb.AppendLine();
     }
 
-    private static List<(string Label, string Color)> Legend(ScaleSummary sum) =>
+    private static List<(string Label, ScottPlot.Color Color)> Legend(ScaleSummary sum) =>
         [.. sum.Servers.Select(s => (ShortName(s) == s.Label ? s.Label : $"{ShortName(s)}: {s.Label}", Color(sum, s)))];
 
-    /// <summary>The baseline grey, the others blue (as in chart.svg), then further colours in order.</summary>
-    private static string Color(ScaleSummary sum, ScaleServer s)
+    /// <summary>The baseline grey, the others blue (as in chart.png), then further colours in order.</summary>
+    private static ScottPlot.Color Color(ScaleSummary sum, ScaleServer s)
     {
         int index = sum.Servers.Where(x => x.Name != sum.Baseline).ToList().IndexOf(s);
-        return index < 0 ? ScaleCharts.BaselineColor : ScaleCharts.Colors[index % ScaleCharts.Colors.Length];
+        return index < 0 ? Charts.BaselineColor : Charts.SeriesColors[index % Charts.SeriesColors.Length];
     }
 
-    private static List<ScaleCharts.Series> Lines(ScaleSummary sum, ScaleSweep sweep, Func<ScalePointServer, double?> value, bool dashed = false) =>
-        [.. sum.Servers.Select(s => new ScaleCharts.Series(ShortName(s), Color(sum, s),
+    private static List<Charts.Series> Lines(ScaleSummary sum, ScaleSweep sweep, Func<ScalePointServer, double?> value, bool dashed = false) =>
+        [.. sum.Servers.Select(s => new Charts.Series(Color(sum, s),
             [.. sweep.Points.Select(p => Find(p, s) is ScalePointServer ps ? value(ps) : null)], dashed))];
 
     private static string Subtitle(ScaleSummary sum, ScaleSweep sweep) => string.Create(Ci,
         $"{sweep.FixedValue} {sweep.Fixed}; {(sum.Rounds == 1 ? "1 run" : $"median of {F(sum.Rounds, "0")} alternating runs")} of {F(sum.DurationSeconds, "0.###")} s per server and point; {sum.Cores} cores shared with the load generator");
 
-    private static string WorkersChart(ScaleSummary sum)
+    private static void WorkersChart(string path, ScaleSummary sum)
     {
         ScaleSweep w = sum.WorkersSweep;
         if (w.Points.Count == 0)
         {
-            return Empty("no worker points");
+            Charts.SaveEmpty(path, "no worker points");
+            return;
         }
 
-        return ScaleCharts.Chart("Connections/s and server CPU per connection by worker count", Subtitle(sum, w), "workers",
+        Charts.SaveLines(path, "Connections/s and server CPU per connection by worker count", Subtitle(sum, w), "workers",
             [.. w.Points.Select(p => p.Workers)], Legend(sum),
-            new ScaleCharts.Panel("conn/s (higher is better)", false, Lines(sum, w, p => p.Medians.ConnectionsPerSecond)),
-            new ScaleCharts.Panel("server CPU µs/conn (lower is better)", false, Lines(sum, w, p => p.Medians.ServerCpuUsPerConnection)));
+            new Charts.Panel("conn/s (higher is better)", false, Lines(sum, w, p => p.Medians.ConnectionsPerSecond)),
+            new Charts.Panel("server CPU µs/conn (lower is better)", false, Lines(sum, w, p => p.Medians.ServerCpuUsPerConnection)));
     }
 
-    private static string ClientsChart(ScaleSummary sum)
+    private static void ClientsChart(string path, ScaleSummary sum)
     {
         ScaleSweep c = sum.ClientsSweep;
         if (c.Points.Count == 0)
         {
-            return Empty("no client points");
+            Charts.SaveEmpty(path, "no client points");
+            return;
         }
 
-        return ScaleCharts.Chart("Connections/s and latency by client count", Subtitle(sum, c), "clients",
+        Charts.SaveLines(path, "Connections/s and latency by client count", Subtitle(sum, c), "clients",
             [.. c.Points.Select(p => p.Clients)], Legend(sum),
-            new ScaleCharts.Panel("conn/s (higher is better)", false, Lines(sum, c, p => p.Medians.ConnectionsPerSecond)),
-            new ScaleCharts.Panel("latency µs (log): p99 solid, p50 dashed", true,
+            new Charts.Panel("conn/s (higher is better)", false, Lines(sum, c, p => p.Medians.ConnectionsPerSecond)),
+            new Charts.Panel("latency µs (log): p99 solid, p50 dashed", true,
                 [.. Lines(sum, c, p => p.Medians.P99Us), .. Lines(sum, c, p => p.Medians.P50Us, dashed: true)]));
     }
-
-    private static string Empty(string text) =>
-        $"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"400\" height=\"40\" font-family=\"sans-serif\" font-size=\"13\"><text x=\"16\" y=\"24\" fill=\"#999999\">{X(text)}</text></svg>\n";
 }

@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Security;
 using System.Text;
 using System.Text.Json;
 
@@ -7,7 +6,7 @@ namespace LoadGen;
 
 /// <summary>
 /// <c>LoadGen report --out DIR [--baseline NAME] SERVERDIR...</c>: merges the raw directories
-/// written by bench/run.sh into DIR/results.md, DIR/results.json and DIR/chart.svg.
+/// written by bench/run.sh into DIR/results.md, DIR/results.json and DIR/chart.png.
 /// Each SERVERDIR holds one <c>run-K</c> directory per round (meta.env with the server-side
 /// measurements, plus loadgen.json); a SERVERDIR without <c>run-K</c> directories is read as a
 /// single run. Every per-server figure is the median over the server's successful runs; the
@@ -83,7 +82,7 @@ internal static class SummaryReport
             JsonSerializer.Serialize(summary, BenchJsonContext.Default.BenchSummary) + "\n");
         string md = Markdown(summary, baseServer);
         File.WriteAllText(Path.Combine(outDir, "results.md"), md);
-        File.WriteAllText(Path.Combine(outDir, "chart.svg"), Svg(summary, baseServer));
+        Chart(Path.Combine(outDir, "chart.png"), summary, baseServer);
         Console.Out.Write(md);
         return 0;
     }
@@ -482,55 +481,23 @@ internal static class SummaryReport
     private static string Range(double? min, double? max, string format) =>
         min is double lo && max is double hi ? $"{lo.ToString(format, Ci)}–{hi.ToString(format, Ci)}" : "—";
 
-    private static string Svg(BenchSummary sum, ServerSummary? baseServer)
+    /// <summary>chart.png: each server's median ratio to the baseline, with its min–max range.</summary>
+    private static void Chart(string path, BenchSummary sum, ServerSummary? baseServer)
     {
-        const int width = 820, labelW = 200, barMax = 400, barH = 24, gap = 12, top = 56;
-        List<ServerSummary> rows = sum.Servers;
-        double maxRatio = Math.Max(1.0, rows.Max(s => Math.Max(s.RatioToBaseline ?? 0, s.RatioToBaselineMax ?? 0)));
-        int height = top + (rows.Count * (barH + gap)) + 40;
         string baseLabel = baseServer?.Label ?? sum.Baseline;
-        var sb = new StringBuilder();
-        sb.AppendLine(Ci, $"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"13\">");
-        sb.AppendLine(Ci, $"  <rect width=\"{width}\" height=\"{height}\" fill=\"#ffffff\"/>");
-        sb.AppendLine(Ci, $"  <text x=\"16\" y=\"24\" font-size=\"16\" font-weight=\"bold\">Connections/s relative to {X(baseLabel)} (higher is better)</text>");
         string runs = sum.Rounds == 1 ? "1 run per server" : string.Create(Ci, $"Median of {sum.Rounds} alternating runs (line: min–max)");
-        sb.AppendLine(Ci, $"  <text x=\"16\" y=\"42\" fill=\"#555555\">{runs}, {F(sum.Workers, "0")} workers, {F(sum.Concurrency, "0")} clients, {F(sum.DurationSeconds, "0.###")} s per run, {sum.Cores} cores shared with the load generator</text>");
-        for (int i = 0; i < rows.Count; i++)
+        string subtitle = string.Create(Ci, $"{runs}, {F(sum.Workers, "0")} workers, {F(sum.Concurrency, "0")} clients, {F(sum.DurationSeconds, "0.###")} s per run, {sum.Cores} cores shared with the load generator");
+        List<Charts.Bar> rows = [.. sum.Servers.Select(s =>
         {
-            ServerSummary s = rows[i];
-            int y = top + (i * (barH + gap));
-            sb.AppendLine(Ci, $"  <text x=\"{labelW - 8}\" y=\"{y + 17}\" text-anchor=\"end\">{X(s.Label)}</text>");
-            if (s.RatioToBaseline is double ratio)
-            {
-                double w = Math.Max(1, barMax * ratio / maxRatio);
-                double textX = labelW + w + 6;
-                string fill = s == baseServer ? "#7f8c8d" : "#2e86de";
-                sb.AppendLine(Ci, $"  <rect x=\"{labelW}\" y=\"{y}\" width=\"{w:F1}\" height=\"{barH}\" fill=\"{fill}\"/>");
-                string range = "";
-                if (s.RatioToBaselineMin is double lo && s.RatioToBaselineMax is double hi && hi > lo)
-                {
-                    double x1 = labelW + (barMax * lo / maxRatio), x2 = labelW + (barMax * hi / maxRatio);
-                    double ym = y + (barH / 2.0);
-                    sb.AppendLine(Ci, $"  <path d=\"M{x1:F1} {ym:F1}H{x2:F1}M{x1:F1} {ym - 5:F1}V{ym + 5:F1}M{x2:F1} {ym - 5:F1}V{ym + 5:F1}\" stroke=\"#1b2631\" stroke-width=\"1.5\" fill=\"none\"/>");
-                    textX = Math.Max(textX, x2 + 6);
-                    range = string.Create(Ci, $", {lo:0.00}–{hi:0.00}");
-                }
-
-                sb.AppendLine(Ci, $"  <text x=\"{textX:F1}\" y=\"{y + 17}\">{ratio:0.00}× ({F(s.ConnectionsPerSecond, "N0")}/s{range})</text>");
-            }
-            else
-            {
-                sb.AppendLine(Ci, $"  <text x=\"{labelW}\" y=\"{y + 17}\" fill=\"#999999\" font-style=\"italic\">{X(s.Note ?? s.Status)}</text>");
-            }
-        }
-
-        double oneX = labelW + (barMax / maxRatio);
-        int axisBottom = top + (rows.Count * (barH + gap));
-        sb.AppendLine(Ci, $"  <line x1=\"{oneX:F1}\" y1=\"{top - 6}\" x2=\"{oneX:F1}\" y2=\"{axisBottom}\" stroke=\"#333333\" stroke-dasharray=\"4 3\"/>");
-        sb.AppendLine(Ci, $"  <text x=\"{oneX:F1}\" y=\"{axisBottom + 16}\" text-anchor=\"middle\" fill=\"#333333\">1.0×</text>");
-        sb.AppendLine("</svg>");
-        return sb.ToString();
+            string range = s.RatioToBaselineMin is double lo && s.RatioToBaselineMax is double hi && hi > lo
+                ? string.Create(Ci, $", {lo:0.00}–{hi:0.00}")
+                : "";
+            string text = s.RatioToBaseline is double ratio
+                ? string.Create(Ci, $"{ratio:0.00}× ({F(s.ConnectionsPerSecond, "N0")}/s{range})")
+                : s.Note ?? s.Status;
+            return new Charts.Bar(s.Label, s.RatioToBaseline, s.RatioToBaselineMin, s.RatioToBaselineMax, text, s == baseServer);
+        })];
+        Charts.SaveBars(path, $"Connections/s relative to {baseLabel} (higher is better)", subtitle,
+            $"ratio to {baseLabel} (dashed: 1.0×)", rows);
     }
-
-    internal static string X(string text) => SecurityElement.Escape(text) ?? "";
 }
