@@ -426,8 +426,8 @@ internal sealed partial class Master
 
     /// <summary>
     /// The loop came back <paramref name="late"/> ms later than it asked to: this master was
-    /// not running (or was blocked). Its workers may have beaten all along, in lines not read yet: the clocks that
-    /// judge them (and a new master, and a stop) move on by that time.
+    /// not running (or was blocked). Its workers may have beaten all along, in lines not read
+    /// yet: the clocks that judge them (and a new master, and a stop) move on by that time.
     /// </summary>
     private void ForgiveStall(long late)
     {
