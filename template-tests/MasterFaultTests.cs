@@ -84,16 +84,22 @@ public sealed partial class MasterFaultTests(TemplateFixture fixture, ITestOutpu
         IReadOnlyList<int> pool = server.Children();
         Assert.Equal(workers, pool.Count);
 
-        // An upgrade stopped half way: TERM to the new master while its pool is partly ready.
-        foreach (double delay in new[] { 0.3, 0.5, 1.0 })
+        // An upgrade stopped half way: TERM to the new master while its pool is partly ready, at
+        // fixed times after USR2, and (null) as soon as one of its workers has answered a client.
+        foreach (double? delay in new double?[] { 0.3, 0.5, 1.0, null })
         {
             TimeSpan from = load.Now;
+            HashSet<int> known = [.. pool, .. load.PerPid.Keys];
             int started = server.Log.Count(l => l.Contains("USR2: started new master", StringComparison.Ordinal));
             var clock = Stopwatch.StartNew();
             server.Signal(Signum.SIGUSR2);
             server.WaitForLog("USR2: started new master", count: started + 1);
             int newMaster = int.Parse(StartedMasterLine().Matches(server.LogText)[^1].Groups[1].Value, CultureInfo.InvariantCulture);
-            Thread.Sleep(TimeSpan.FromSeconds(delay) - clock.Elapsed is { Ticks: > 0 } wait ? wait : TimeSpan.Zero);
+            if (delay is double seconds)
+                Thread.Sleep(TimeSpan.FromSeconds(seconds) - clock.Elapsed is { Ticks: > 0 } wait ? wait : TimeSpan.Zero);
+            else
+                Assert.True(Proc.WaitUntil(() => load.PerPid.Keys.Any(p => !known.Contains(p)), TimeSpan.FromSeconds(20)), "no worker of the new master answered");
+            TimeSpan termAt = clock.Elapsed;
             Syscall.kill(newMaster, Signum.SIGTERM);
             server.WaitForLog($"USR2: new master {newMaster} exited with code", TimeSpan.FromSeconds(60));
             Assert.True(Proc.WaitUntil(() => !Proc.InGroup(server.Pid).Any(p => Proc.ParentOf(p) == newMaster), TimeSpan.FromSeconds(30)),
@@ -101,7 +107,9 @@ public sealed partial class MasterFaultTests(TemplateFixture fixture, ITestOutpu
             TimeSpan after = load.Now;
             load.WaitForSuccesses(1000);
             (int answered, string probe) = Probe(server.Port, 50);
-            Report($"USR2 aborted by TERM to the new master {delay:0.0} s after it: load {Since(load, from)}; then 50 new clients, each allowed 3 s: {probe}");
+            Report($"USR2 aborted by TERM to the new master {termAt.TotalSeconds:0.00} s after it ({(delay is null ? "once one of its workers had answered" : "fixed")}): " +
+                   $"load {Since(load, from)}; then 50 new clients, each allowed 3 s: {probe}");
+            Assert.DoesNotContain(server.Log, l => l.Contains("retired: the new master serves now", StringComparison.Ordinal));
             Assert.Equal(50, answered);
             Assert.True(Proc.IsAlive(master), "the master died:\n" + server.LogText);
             Assert.Equal(pool.Order(), server.Children().Order());
@@ -328,7 +336,7 @@ public sealed partial class MasterFaultTests(TemplateFixture fixture, ITestOutpu
             for (int i = 0; i < 20; i++)
             {
                 server.Signal(Signum.SIGUSR1);
-                Thread.Sleep(50);
+                Thread.Sleep(150);
             }
             // Told to stop, a worker releases the listening socket: the sign, without a log, that
             // the HUP has reached every old worker (the slow connection keeps one of them running).
@@ -360,8 +368,9 @@ public sealed partial class MasterFaultTests(TemplateFixture fixture, ITestOutpu
             Assert.True(Proc.WaitUntil(() => server.Children().Count == 4, TimeSpan.FromSeconds(10)), "the pool is not 4 workers:\n" + server.LogText);
             Assert.Empty(load.Failures);
             int masterDropped = int.Parse(DroppedLine().Match(dropped.First(l => l.StartsWith("[master", StringComparison.Ordinal))).Groups[1].Value, CultureInfo.InvariantCulture);
-            // Each USR1 it handles is 4 lines (a signal sent again before the first is handled comes once).
-            Assert.True(masterDropped >= 10 * 4, $"the master dropped {masterDropped} lines, fewer than 10 USR1 answers");
+            // Each USR1 it handles is 4 lines (a signal sent again before the first is handled comes
+            // once, which happens on a busy machine).
+            Assert.True(masterDropped >= 5 * 4, $"the master dropped {masterDropped} lines, fewer than 5 USR1 answers");
             Assert.DoesNotContain(server.Log, l => l.Contains("unexpected error", StringComparison.Ordinal) || l.Contains("was killed by", StringComparison.Ordinal));
         }
         finally
