@@ -50,14 +50,24 @@ internal static class Log
         while (done < bytes.Length)
         {
             nint n = write(StandardError, ref bytes[done], bytes.Length - done);
+            int error = n < 0 ? Marshal.GetLastPInvokeError() : 0;
             if (n > 0) done += (int)n;
-            else if (n < 0 && Marshal.GetLastPInvokeError() == EINTR) continue;
-            else return false; // ENOSPC, EIO, EPIPE, EAGAIN, ...: never an exception
+            else if (error == EINTR) continue;
+            else if (error == EAGAIN && WaitUntilWritable()) continue; // a non-blocking pipe that is full: wait, as Console does
+            else return false; // ENOSPC, EIO, EPIPE, ...: never an exception
         }
         return true;
     }
 
-    private const int StandardError = 2, EINTR = 4;
+    private static bool WaitUntilWritable()
+    {
+        var poll = new[] { new Mono.Unix.Native.Pollfd { fd = StandardError, events = Mono.Unix.Native.PollEvents.POLLOUT } };
+        int ready;
+        while ((ready = Mono.Unix.Native.Syscall.poll(poll, -1)) < 0 && Marshal.GetLastPInvokeError() == EINTR) { } // a signal: wait on
+        return ready > 0 && (poll[0].revents & Mono.Unix.Native.PollEvents.POLLOUT) != 0;
+    }
+
+    private const int StandardError = 2, EINTR = 4, EAGAIN = 11; // Linux values
 
     [DllImport("libc", SetLastError = true)]
     private static extern nint write(int fd, ref byte data, nint count);
