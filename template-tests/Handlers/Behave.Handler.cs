@@ -25,6 +25,8 @@ public sealed class Handler
     {
         reply = Encoding.UTF8.GetBytes(settings.GreetingFor(workerIndex) + "\n");
         if (Environment.GetEnvironmentVariable("FAIL_START") is not null) throw new InvalidOperationException("FAIL_START is set");
+        // A value of the configuration that a worker refuses, where the master cannot tell (a HUP's --config file).
+        if (settings.Greeting.Contains("FAIL_START", StringComparison.Ordinal)) throw new InvalidOperationException("the greeting says FAIL_START");
         delay = TimeSpan.FromMilliseconds(int.Parse(Environment.GetEnvironmentVariable("SLOW_MS") ?? "0", CultureInfo.InvariantCulture));
         slowPort = int.Parse(Environment.GetEnvironmentVariable("SLOW_PORT") ?? "0", CultureInfo.InvariantCulture);
         hang = Environment.GetEnvironmentVariable("HANG_FILE");

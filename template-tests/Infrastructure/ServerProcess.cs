@@ -22,13 +22,15 @@ public sealed partial class ServerProcess : IDisposable
     private readonly HashSet<int> workerPids = [];
     private readonly HashSet<int> masterPids = [];
     private readonly object gate = new();
+    private readonly Thread? tail;
+    private volatile bool stopTail;
 
     /// <summary>The process the shell started (the master, or `dotnet run` above it), leader of its group.</summary>
     public int Pid { get; }
     public int MasterPid { get; private set; }
     public int Port { get; private set; }
 
-    private ServerProcess(IReadOnlyList<string> command, IDictionary<string, string>? environment)
+    private ServerProcess(IReadOnlyList<string> command, IDictionary<string, string>? environment, string? stderrFile = null)
     {
         var start = new ProcessStartInfo("/bin/bash")
         {
@@ -38,8 +40,18 @@ public sealed partial class ServerProcess : IDisposable
             UseShellExecute = false,
         };
         start.ArgumentList.Add("-c");
-        start.ArgumentList.Add("setsid \"$@\" & echo $!; wait $!");
-        start.ArgumentList.Add("server");
+        if (stderrFile is null)
+        {
+            start.ArgumentList.Add("setsid \"$@\" & echo $!; wait $!");
+            start.ArgumentList.Add("server");
+        }
+        else
+        {
+            // The server's standard error goes to the file (appended), which is read as the log.
+            start.ArgumentList.Add("log=$1; shift; setsid \"$@\" 2>>\"$log\" & echo $!; wait $!");
+            start.ArgumentList.Add("server");
+            start.ArgumentList.Add(stderrFile);
+        }
         foreach (string arg in command) start.ArgumentList.Add(arg);
         start.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
         start.Environment["DOTNET_NOLOGO"] = "1";
@@ -55,6 +67,52 @@ public sealed partial class ServerProcess : IDisposable
         string? first = shell.StandardOutput.ReadLine();
         if (!int.TryParse(first, out int pid)) throw new InvalidOperationException($"the shell did not print the server's pid: '{first}'");
         Pid = pid;
+        if (stderrFile is not null)
+        {
+            tail = new Thread(() => Tail(stderrFile)) { IsBackground = true, Name = "server log" };
+            tail.Start();
+        }
+    }
+
+    /// <summary>
+    /// Starts a command whose standard error goes to <paramref name="stderrFile"/> instead of a
+    /// pipe (a file on a disk that may fill up); the file's lines are the log, read as they come
+    /// (the file may be truncated meanwhile: it is then read again from its start).
+    /// </summary>
+    public static ServerProcess StartLoggingTo(string stderrFile, IReadOnlyList<string> command, IDictionary<string, string>? environment = null) =>
+        new(command, environment, stderrFile);
+
+    private void Tail(string file)
+    {
+        long position = 0;
+        var partial = new List<byte>();
+        var chunk = new byte[8192];
+        while (!stopTail)
+        {
+            try
+            {
+                using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+                if (stream.Length < position)
+                {
+                    position = 0;
+                    partial.Clear();
+                }
+                stream.Position = position;
+                int n;
+                while ((n = stream.Read(chunk, 0, chunk.Length)) > 0)
+                {
+                    position += n;
+                    for (int i = 0; i < n; i++)
+                    {
+                        if (chunk[i] != (byte)'\n') { partial.Add(chunk[i]); continue; }
+                        OnLog(System.Text.Encoding.UTF8.GetString([.. partial]));
+                        partial.Clear();
+                    }
+                }
+            }
+            catch (IOException) { }
+            Thread.Sleep(20);
+        }
     }
 
     public static ServerProcess Start(string projectDir, params string[] args) =>
@@ -223,6 +281,8 @@ public sealed partial class ServerProcess : IDisposable
         foreach (int pid in Proc.InGroup(Pid).Where(Ours)) Syscall.kill(pid, Signum.SIGKILL);
         if (!shell.WaitForExit(TimeSpan.FromSeconds(10))) shell.Kill();
         shell.Dispose();
+        stopTail = true;
+        tail?.Join(TimeSpan.FromSeconds(5));
     }
 }
 

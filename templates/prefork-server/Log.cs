@@ -1,6 +1,9 @@
 namespace PreforkServer;
 
 using System;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Threading;
 #if (httpHandler)
 using Microsoft.Extensions.Logging;
 #endif
@@ -8,6 +11,9 @@ using Microsoft.Extensions.Logging;
 /// <summary>
 /// One line per event on standard error, saying who speaks:
 /// <c>[master 1234] pool ready</c> or <c>[worker 2 1240] accepting</c>.
+/// Each line is one write(2) to descriptor 2, so the lines of the master and its workers never
+/// mix, and a log that cannot be written (a full disk, a reader gone) never ends a process:
+/// the line is dropped and counted, and the count is logged once writing works again.
 /// </summary>
 internal static class Log
 {
@@ -15,7 +21,56 @@ internal static class Log
 
     public static void AsWorker(int index) => who = $"[worker {index} {Environment.ProcessId}]";
 
-    public static void Info(string message) => Console.Error.WriteLine($"{who} {message}");
+    private static readonly Lock gate = new();
+    private static long dropped;        // lines lost since the last one written
+    private static long droppedInAll;
+
+    /// <summary>How many log lines this process could not write, in all.</summary>
+    public static long Dropped => Interlocked.Read(ref droppedInAll);
+
+    public static void Info(string message)
+    {
+        lock (gate)
+        {
+            if (!Write($"{who} {message}\n"))
+            {
+                dropped++;
+                Interlocked.Increment(ref droppedInAll);
+                return;
+            }
+            if (dropped > 0 && Write($"{who} {dropped} log line(s) dropped: the log could not be written\n")) dropped = 0;
+        }
+    }
+
+    /// <summary>Writes the whole line to standard error; false if it could not (it is then lost).</summary>
+    private static bool Write(string line)
+    {
+        byte[] bytes = Encoding.UTF8.GetBytes(line);
+        int done = 0;
+        while (done < bytes.Length)
+        {
+            nint n = write(StandardError, ref bytes[done], bytes.Length - done);
+            int error = n < 0 ? Marshal.GetLastPInvokeError() : 0;
+            if (n > 0) done += (int)n;
+            else if (error == EINTR) continue;
+            else if (error == EAGAIN && WaitUntilWritable()) continue; // a non-blocking pipe that is full: wait, as Console does
+            else return false; // ENOSPC, EIO, EPIPE, ...: never an exception
+        }
+        return true;
+    }
+
+    private static bool WaitUntilWritable()
+    {
+        var poll = new[] { new Mono.Unix.Native.Pollfd { fd = StandardError, events = Mono.Unix.Native.PollEvents.POLLOUT } };
+        int ready;
+        while ((ready = Mono.Unix.Native.Syscall.poll(poll, -1)) < 0 && Marshal.GetLastPInvokeError() == EINTR) { } // a signal: wait on
+        return ready > 0 && (poll[0].revents & Mono.Unix.Native.PollEvents.POLLOUT) != 0;
+    }
+
+    private const int StandardError = 2, EINTR = 4, EAGAIN = 11; // Linux values
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern nint write(int fd, ref byte data, nint count);
 #if (httpHandler)
 
     /// <summary>

@@ -2,6 +2,7 @@ namespace PreforkServer;
 
 using System;
 using System.Diagnostics;
+using System.IO;
 using System.Linq;
 using Mono.Unix.Native;
 
@@ -61,15 +62,58 @@ internal sealed partial class Master
             Log.Info($"HUP: configuration refused, keeping the running one: {e.Message}");
             return;
         }
+        // New workers run the program on disk: one that is gone or cannot be run (a deployment
+        // under way) would only make them fail, one after the other.
+        if (CannotRun() is string problem)
+        {
+            Log.Info($"HUP: refused, keeping the running configuration and workers: {problem}");
+            return;
+        }
         foreach (string name in settings.Differences(reloaded).Intersect(Settings.FixedOnReload))
             Log.Info($"HUP: --{name} cannot change while running (it needs a restart); keeping it");
+        // What to go back to if the new workers cannot start (RollBack). A HUP during a HUP
+        // replaces what the first one started: the settings of the workers still serving count.
+        if (previousSettings is null || generationReady)
+            (previousSettings, previousGeneration, previousTarget) = (settings, generation, target);
+        generationFailures = 0;
+        generationReady = false;
         settings = settings.KeepFixed(reloaded);
         target = settings.Workers;
-        generation++;
+        generation = ++generationsStarted;
         reloading = true;
         systemd.Notify($"RELOADING=1\nMONOTONIC_USEC={Stopwatch.GetTimestamp() / (Stopwatch.Frequency / 1_000_000)}");
         int serving = Serving().Count;
         Log.Info($"HUP: configuration reloaded; replacing {serving} workers one at a time" + (serving == target ? "" : $", {target} from now on"));
+    }
+
+    /// <summary>Why the program that starts workers cannot be run now; null if it can.</summary>
+    private string? CannotRun()
+    {
+        if (!File.Exists(program)) return $"{program} does not exist";
+        if (Syscall.access(program, AccessModes.X_OK) != 0) return $"{program} is not executable ({Stdlib.GetLastError()})";
+        // Under `dotnet PreforkServer.dll` the program is the dotnet host, and the .dll must be there too.
+        if (programArgs is [string dll, ..] && !File.Exists(dll)) return $"{dll} does not exist";
+        return null;
+    }
+
+    /// <summary>
+    /// The workers of a HUP's configuration keep failing to start (and none has become ready):
+    /// go back to the settings and generation before it. The workers that serve are of that
+    /// generation again, so they are kept; the new ones still starting are stopped.
+    /// </summary>
+    private void RollBack()
+    {
+        Log.Info($"HUP: {generationFailures} workers of the new configuration failed to start in a row; " +
+                 "back to the previous configuration, the running workers keep serving");
+        (settings, generation, target) = (previousSettings!, previousGeneration, previousTarget);
+        previousSettings = null;
+        generationFailures = 0;
+        reloading = false;
+        foreach (WorkerProcess w in workers.Where(w => w.Generation > generation && !w.Stopping)) StopWorker(w);
+        failures.Clear();
+        startAt.Clear();
+        failedStartsInARow = 0;
+        systemd.Notify("READY=1");
     }
 
     private void LogStatistics()

@@ -24,10 +24,13 @@ internal sealed partial class Master
         if (!retiring) systemd.Notify("STOPPING=1");
         if (graceful)
         {
-            // When the whole server stops (not a USR2 hand-over, not a socket that systemd keeps
-            // listening on), one worker keeps accepting while the others serve their share of the
-            // queue and release the socket; then it is told it is the last holder (TellKeeperIfLast).
-            keeper = retiring || newMaster is not null || systemdSocket ? null : workers.FirstOrDefault(w => w.Ready);
+            // When the whole server stops (not while an upgrade is under way, whichever master
+            // stops: the other one serves on; not a socket that systemd keeps listening on), one
+            // worker keeps accepting while the others serve their share of the queue and release
+            // the socket; then it is told it is the last holder (TellKeeperIfLast). It must be one
+            // that still accepts: not one already stopping (replaced by a HUP, say).
+            keeper = UpgradeUnderWay || systemdSocket ? null : workers
+                .Where(w => w.Ready && !w.Stopping).OrderByDescending(w => w.Generation).FirstOrDefault();
             // Relay the signal; a worker that does not handle it (--signals) is asked over its pipe.
             bool handled = settings.Signals.Contains(relay.ToString()[3..]);
             foreach (WorkerProcess worker in workers)

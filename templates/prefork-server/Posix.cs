@@ -132,7 +132,20 @@ internal static class Posix
         }
     }
 
-    private const int SolSocket = 1, SoAttachFilter = 26;
+    /// <summary>
+    /// Undoes <see cref="StopNewConnections"/> for every process that holds the socket: removes
+    /// the socket filter (SO_DETACH_FILTER), so that new clients are taken again. A master that
+    /// goes on serving after an upgrade failed or was stopped calls it: a new master's worker
+    /// may have set the filter before it went. No filter there (ENOENT) is fine.
+    /// </summary>
+    public static void AllowNewConnections(int fd)
+    {
+        int unused = 0;
+        if (setsockopt(fd, SolSocket, SoDetachFilter, ref unused, sizeof(int)) < 0 && Stdlib.GetLastError() != Errno.ENOENT)
+            Log.Info($"cannot remove the filter of new connections (SO_DETACH_FILTER): {Stdlib.GetLastError()}");
+    }
+
+    private const int SolSocket = 1, SoAttachFilter = 26, SoDetachFilter = 27;
 
     private readonly record struct SockFilter(ushort Code, byte JumpTrue, byte JumpFalse, uint K);
 
@@ -140,6 +153,9 @@ internal static class Posix
 
     [DllImport("libc", SetLastError = true)]
     private static extern int setsockopt(int fd, int level, int name, ref SockFprog value, int length);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int setsockopt(int fd, int level, int name, ref int value, int length);
 
     /// <summary>
     /// How many connections wait in the listening socket's queue now: for a listening socket,

@@ -79,8 +79,8 @@ public sealed class Settings
             (s, v) => s.Host = Address(v), s => s.Host.ToString()),
         new("port", "TCP port to listen on, 0 to 65535 (0: any free port, logged)",
             (s, v) => s.Port = Int("port", v, 0, 65535), s => Str(s.Port)),
-        new("greeting", "text sent to each client, then a newline; {pid} and {worker} are replaced",
-            (s, v) => s.Greeting = v, s => s.Greeting),
+        new("greeting", "text sent to each client, then a newline; {pid} and {worker} are replaced; at most 16384 bytes of UTF-8",
+            (s, v) => s.Greeting = Bounded(v, MaxGreetingBytes, "a greeting"), s => s.Greeting),
         new("backlog", "length of the kernel's queue of connections not yet accepted, 1 to 65535",
             (s, v) => s.Backlog = Int("backlog", v, 1, 65535), s => Str(s.Backlog)),
         new("defer-accept", "seconds the kernel holds a new connection until the client's first bytes arrive, before a worker accepts it (TCP_DEFER_ACCEPT; only for a handler that waits for the client to speak first), 0 (off) to 600",
@@ -119,7 +119,7 @@ public sealed class Settings
         new("upgrade-timeout", "seconds a new master (USR2) has to get all its workers ready, 1 to 3600",
             (s, v) => s.UpgradeTimeout = TimeSpan.FromSeconds(Int("upgrade-timeout", v, 1, 3600)), s => Str((int)s.UpgradeTimeout.TotalSeconds)),
         new("pid-file", "file the master writes its pid to; empty: none",
-            (s, v) => s.PidFile = v, s => s.PidFile),
+            (s, v) => s.PidFile = Bounded(v, MaxPathBytes, "a path"), s => s.PidFile),
         new("config", "file of name = value lines for these options, read at start and again on HUP; empty: none",
             (s, v) => s.ConfigFile = v, s => s.ConfigFile),
     ];
@@ -251,6 +251,20 @@ public sealed class Settings
     }
 
     private const int MaxConfigBytes = 1 << 20;
+
+    // The master hands its settings to each worker in environment variables (PREFORK_*), and
+    // the kernel refuses to start a program with one longer than 128 KiB (E2BIG): no value may
+    // come near that, so that a worker can always be started with what the master accepted.
+    private const int MaxGreetingBytes = 16 * 1024;
+    private const int MaxPathBytes = 4096; // PATH_MAX
+
+    private static string Bounded(string value, int maxBytes, string what)
+    {
+        int bytes = Encoding.UTF8.GetByteCount(value);
+        if (bytes > maxBytes)
+            throw new UsageException($"{bytes} bytes of UTF-8, more than {what} may have ({maxBytes})");
+        return value;
+    }
 
     /// <summary>Text as it can go into one log line: control characters (NUL, newline, escape) written as \xNN.</summary>
     internal static string Printable(string text)
