@@ -6,6 +6,11 @@ using System.Threading;
 
 /// <summary>
 /// The timeouts of a connection, as cancellation tokens to pass to its reads and writes.
+/// The client's first request and its answer use the deadline HandleAsync is given (Handler.cs).
+/// A connection kept open for more takes one from here for each later step: <see cref="Idle"/>
+/// while it waits for the client's next request with nothing in hand (closed after
+/// --idle-timeout, or when the worker stops), <see cref="Write"/> once a request or line has
+/// begun to arrive, until its answer has left.
 /// A token is shared by every caller within the same second (it fires up to one second
 /// late), so a connection or a read costs no timer of its own. Any thread may call these.
 /// </summary>

@@ -12,26 +12,10 @@ using System.Threading.Tasks;
 
 /// <summary>
 /// What the server does with a connection: THIS IS THE FILE TO EDIT.
-/// Each worker process makes one Handler when it starts, then calls <see cref="HandleAsync"/>
-/// for every connection it accepts (a Connection: sends, receives and, when asked for, the
-/// Socket; Connection.cs), up to --max-connections at once, and closes the connection when it
-/// returns. An exception in it ends that connection only (it is logged),
-/// never the worker.
-/// HandleAsync starts on the worker's accepting thread and goes on on the thread pool after
-/// its first await that has to wait: await slow work (Task.Delay, ReceiveAsync, database
-/// calls), never block on it (Thread.Sleep, .Result), or the worker stops accepting.
-/// Its <c>timeout</c> is cancelled --write-timeout after the connection was accepted: pass it
-/// to the reads and writes of the client's first request and its answer, the first read
-/// included. The kernel completed the connection, so its client is owed an answer: a stopping
-/// worker does not cancel <c>timeout</c>. A handler that keeps the connection open takes a
-/// deadline from Deadlines.cs for each later step: <see cref="Deadlines.Idle"/> while it waits
-/// for the client's next request with nothing in hand (closed after --idle-timeout, or when the
-/// worker stops), <see cref="Deadlines.Write"/> once a request or line has begun to arrive,
-/// until its answer has left.
-/// What the handler writes to the console (Console.WriteLine) goes to the server's log, and a
-/// child process it starts (Process.Start) inherits neither the listening socket nor the
-/// worker's pipes to the master: the port is free once the server has stopped, whatever the
-/// child does.
+/// Each worker makes one Handler, then calls <see cref="HandleAsync"/> for every connection it
+/// accepts, and closes the connection when it returns (Connection.cs, HandlerHost.cs).
+/// Await slow work (Task.Delay, ReceiveAsync, a database), never block on it (Thread.Sleep,
+/// .Result): a worker whose threads are all blocked is killed. An exception ends only its connection.
 /// </summary>
 public sealed class Handler
 {
@@ -60,8 +44,15 @@ public sealed class Handler
 #endif
     }
 
-    /// <summary>Serves one client (the class comment says how; <paramref name="timeout"/> is the first answer's deadline).</summary>
-    public async ValueTask HandleAsync(Connection client, CancellationToken timeout)
+    /// <summary>Serves one client, up to --max-connections at once on each worker.</summary>
+    /// <param name="client">The connection: send, receive, and the .NET Socket when asked for.</param>
+    /// <param name="deadline">
+    /// Cancelled --write-timeout after the connection was accepted, and never by a stopping
+    /// worker (the kernel completed the connection, so its client is owed an answer): pass it
+    /// to the reads and writes of the client's first request and its answer. For later steps
+    /// of a connection kept open, take a deadline from Deadlines.cs.
+    /// </param>
+    public async ValueTask HandleAsync(Connection client, CancellationToken deadline)
     {
 #if (echoHandler)
         client.Socket.NoDelay = true; // a line goes back at once, even before the last one is acknowledged
@@ -69,26 +60,26 @@ public sealed class Handler
         try
         {
             int held = 0; // buffer[0..held): the start of a line still missing its "\n"
-            bool answered = false; // the first line is the client's request, and waits with timeout
-            CancellationToken deadline = timeout;
+            bool answered = false; // the first line is the client's request, and waits with deadline
+            CancellationToken lineDeadline = deadline;
             while (true)
             {
                 // Between lines the client owes nothing: wait idle (a stopping worker closes the connection).
                 bool idle = held == 0 && answered;
-                int read = await client.ReceiveAsync(buffer.AsMemory(held, MaxLine - held), idle ? Deadlines.Idle() : deadline);
+                int read = await client.ReceiveAsync(buffer.AsMemory(held, MaxLine - held), idle ? Deadlines.Idle() : lineDeadline);
                 if (read == 0) return; // the client closed; an unfinished last line is dropped
-                if (idle) deadline = Deadlines.Write();
+                if (idle) lineDeadline = Deadlines.Write();
                 held += read;
 
                 // Send back every complete line received so far, in one write.
                 int lines = buffer.AsSpan(0, held).LastIndexOf((byte)'\n') + 1;
                 if (lines > 0)
                 {
-                    await client.SendAsync(buffer.AsMemory(0, lines), deadline);
+                    await client.SendAsync(buffer.AsMemory(0, lines), lineDeadline);
                     buffer.AsSpan(lines, held - lines).CopyTo(buffer);
                     held -= lines;
                     answered = true;
-                    deadline = Deadlines.Write(); // for the line begun after them, if any
+                    lineDeadline = Deadlines.Write(); // for the line begun after them, if any
                 }
                 else if (held == MaxLine)
                 {
@@ -101,7 +92,7 @@ public sealed class Handler
             ArrayPool<byte>.Shared.Return(buffer);
         }
 #else
-        await client.SendAsync(reply, timeout);
+        await client.SendAsync(reply, deadline);
 #endif
     }
 }
