@@ -44,6 +44,6 @@ public sealed class AotTests(TemplateFixture fixture, ITestOutputHelper output)
         // last, which the master tells on its pipe once the others have released it.
         int last = signal == Signum.SIGINT ? 0 : 1;
         Assert.Equal(workers.Count - last, server.Log.Count(l => l.Contains($"{signal}: ", StringComparison.Ordinal) && l.StartsWith("[worker", StringComparison.Ordinal)));
-        Assert.Equal(last, server.Log.Count(l => l.Contains("asked to stop last", StringComparison.Ordinal) && l.StartsWith("[worker", StringComparison.Ordinal)));
+        Assert.Equal(last, server.Log.Count(l => l.Contains("asked to stop as the last holder", StringComparison.Ordinal) && l.StartsWith("[worker", StringComparison.Ordinal)));
     }
 }

@@ -193,7 +193,7 @@ public sealed class HttpDrainTests(TemplateFixture fixture, ITestOutputHelper ou
             var clock = Stopwatch.StartNew();
             server.Signal(Signum.SIGTERM);
             Assert.True(Proc.WaitUntil(() => server.Log.Count(l => l.StartsWith("[worker", StringComparison.Ordinal) &&
-                (l.Contains("SIGTERM: finishing", StringComparison.Ordinal) || l.Contains("asked to stop last", StringComparison.Ordinal))) == N, Hang),
+                (l.Contains("SIGTERM: finishing", StringComparison.Ordinal) || l.Contains("asked to stop as the last holder", StringComparison.Ordinal))) == N, Hang),
                 "the workers were not told to stop:\n" + server.LogText);
             Thread.Sleep(2000); // well into the drain: a connection closed at once would show now
 

@@ -201,7 +201,7 @@ public sealed class HttpTests(TemplateFixture fixture, ITestOutputHelper output)
             var clock = Stopwatch.StartNew();
             server.Signal(signal);
             Assert.True(Proc.WaitUntil(() => server.Log.Count(l => l.StartsWith("[worker", StringComparison.Ordinal) &&
-                (l.Contains($"{signal}: finishing", StringComparison.Ordinal) || l.Contains("asked to stop last", StringComparison.Ordinal))) == N, Hang),
+                (l.Contains($"{signal}: finishing", StringComparison.Ordinal) || l.Contains("asked to stop as the last holder", StringComparison.Ordinal))) == N, Hang),
                 "the workers were not told to stop:\n" + server.LogText);
             Assert.All(idle, c => Assert.True(c.AtEnd(), "an idle keep-alive connection was not closed"));
 

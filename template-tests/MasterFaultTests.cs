@@ -154,13 +154,13 @@ public sealed partial class MasterFaultTests(TemplateFixture fixture, ITestOutpu
             Assert.Equal(0, server.WaitForExit(TimeSpan.FromSeconds(60)));
             Thread.Sleep(300);
             load.Dispose();
-            string[] last = [.. server.Log.Where(l => l.Contains("asked to stop last", StringComparison.Ordinal))];
+            string[] last = [.. server.Log.Where(l => l.Contains("asked to stop as the last holder", StringComparison.Ordinal))];
             Report($"TERM during a HUP's rolling restart: load {Since(load, from)}; told to stop last: {string.Join(" / ", last)}");
             Assert.All(FailuresSince(load, from), f => Assert.Equal(Load.Refused, f.Kind));
-            string keeper = Assert.Single(last);
-            // The keeper is not a worker that was stopping already (replaced by the HUP).
-            string keeperPid = WorkerPidLine().Match(keeper).Groups[1].Value;
-            Assert.DoesNotContain(server.Log, l => l.Contains($"stopping pid {keeperPid} which it replaces", StringComparison.Ordinal));
+            string lastHolder = Assert.Single(last);
+            // The last holder is not a worker that was stopping already (replaced by the HUP).
+            string lastHolderPid = WorkerPidLine().Match(lastHolder).Groups[1].Value;
+            Assert.DoesNotContain(server.Log, l => l.Contains($"stopping pid {lastHolderPid} which it replaces", StringComparison.Ordinal));
         }
     }
 

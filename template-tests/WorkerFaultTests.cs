@@ -230,8 +230,8 @@ public sealed partial class WorkerFaultTests(TemplateFixture fixture, ITestOutpu
         string dir = await FaultProject();
         using var server = Start(dir, new() { ["FAULT_MODE"] = "hold" },
             "--workers", "2", "--max-connections", "2", "--shutdown-timeout", "12", "--write-timeout", "60");
-        // The master keeps its first worker accepting while the others release the socket: the keeper.
-        int keeper = int.Parse(Regex.Match(server.LogText, @"worker 0 \(pid (\d+)\) started").Groups[1].Value, CultureInfo.InvariantCulture);
+        // The master keeps its first worker accepting while the others release the socket: the last holder.
+        int lastHolder = int.Parse(Regex.Match(server.LogText, @"worker 0 \(pid (\d+)\) started").Groups[1].Value, CultureInfo.InvariantCulture);
 
         // Both workers full: four connections, two each (a full worker leaves accept to the other).
         var held = new List<(Socket Socket, int Pid)>();
@@ -243,7 +243,7 @@ public sealed partial class WorkerFaultTests(TemplateFixture fixture, ITestOutpu
                 socket.Connect(IPAddress.Loopback, server.Port);
                 held.Add((socket, Client.PidOf(ReadLine(socket))));
             }
-            Assert.Equal(2, held.Count(h => h.Pid == keeper));
+            Assert.Equal(2, held.Count(h => h.Pid == lastHolder));
 
             // Clients waiting in the queue: each sends its byte, and reads its answer when it comes.
             // (Threads of their own: blocked clients must not hold up the thread pool, nor the clock below.)
@@ -258,20 +258,20 @@ public sealed partial class WorkerFaultTests(TemplateFixture fixture, ITestOutpu
 
             var clock = Stopwatch.StartNew();
             server.Signal(Signum.SIGTERM);
-            // When the keeper's "asked to stop last" line is read.
-            Task<TimeSpan?> lastHeard = Task.Factory.StartNew(() => Proc.WaitUntil(() => server.Log.Any(l => l.Contains("asked to stop last", StringComparison.Ordinal)),
+            // When the last holder's "asked to stop as the last holder" line is read.
+            Task<TimeSpan?> lastHeard = Task.Factory.StartNew(() => Proc.WaitUntil(() => server.Log.Any(l => l.Contains("asked to stop as the last holder", StringComparison.Ordinal)),
                 TimeSpan.FromSeconds(20)) ? clock.Elapsed : (TimeSpan?)null, TaskCreationOptions.LongRunning);
-            // The other worker is full and holds its connections for 2 s, the keeper for 3 s.
+            // The other worker is full and holds its connections for 2 s, the last holder for 3 s.
             Thread.Sleep(2000);
-            foreach (var (socket, _) in held.Where(h => h.Pid != keeper)) Finish(socket);
+            foreach (var (socket, _) in held.Where(h => h.Pid != lastHolder)) Finish(socket);
             Thread.Sleep(1000);
-            foreach (var (socket, _) in held.Where(h => h.Pid == keeper)) Finish(socket);
+            foreach (var (socket, _) in held.Where(h => h.Pid == lastHolder)) Finish(socket);
             int? code = server.WaitForExit(TimeSpan.FromSeconds(20));
             TimeSpan stopped = clock.Elapsed;
             string[] answers = await Task.WhenAll(queued).WaitAsync(TimeSpan.FromSeconds(10));
 
             TimeSpan? lastAt = await lastHeard;
-            Report($"graceful stop with a full worker that is not the last holder: the keeper was told 'last' " +
+            Report($"graceful stop with a full worker that is not the last holder: the last holder was told 'last-holder' " +
                    $"{(lastAt is null ? "never" : "by " + lastAt.Value.TotalMilliseconds.ToString("0", CultureInfo.InvariantCulture) + " ms")}, " +
                    $"the server exited after {stopped.TotalMilliseconds:0} ms (--shutdown-timeout 12 s); queued clients answered: {answers.Count(a => a.StartsWith("Hello from ", StringComparison.Ordinal))}/4");
 
@@ -279,9 +279,9 @@ public sealed partial class WorkerFaultTests(TemplateFixture fixture, ITestOutpu
             Assert.All(answers, a => Assert.Matches(@"^Hello from \d+\n$", a));
             Assert.DoesNotContain(server.Log, l => l.Contains("was killed by", StringComparison.Ordinal));
             Assert.True(stopped < TimeSpan.FromSeconds(6), $"the stop took {stopped}:\n{server.LogText}");
-            // The keeper heard 'last' long before the full worker's connections ended (2 s after the signal).
-            Assert.Contains(server.Log, l => l.Contains($" {keeper}] asked to stop last", StringComparison.Ordinal));
-            Assert.True(lastAt < TimeSpan.FromSeconds(1.5), $"the keeper heard 'last' only {lastAt} after the signal:\n{server.LogText}");
+            // The last holder heard 'last-holder' long before the full worker's connections ended (2 s after the signal).
+            Assert.Contains(server.Log, l => l.Contains($" {lastHolder}] asked to stop as the last holder", StringComparison.Ordinal));
+            Assert.True(lastAt < TimeSpan.FromSeconds(1.5), $"the last holder heard 'last-holder' only {lastAt} after the signal:\n{server.LogText}");
         }
         finally
         {

@@ -1,7 +1,6 @@
 namespace PreforkServer;
 
 using System;
-using System.Runtime.InteropServices;
 using System.Text;
 using System.Threading;
 #if (httpHandler)
@@ -42,35 +41,8 @@ internal static class Log
         }
     }
 
-    /// <summary>Writes the whole line to standard error; false if it could not (it is then lost).</summary>
-    private static bool Write(string line)
-    {
-        byte[] bytes = Encoding.UTF8.GetBytes(line);
-        int done = 0;
-        while (done < bytes.Length)
-        {
-            nint n = write(StandardError, ref bytes[done], bytes.Length - done);
-            int error = n < 0 ? Marshal.GetLastPInvokeError() : 0;
-            if (n > 0) done += (int)n;
-            else if (error == EINTR) continue;
-            else if (error == EAGAIN && WaitUntilWritable()) continue; // a non-blocking pipe that is full: wait, as Console does
-            else return false; // ENOSPC, EIO, EPIPE, ...: never an exception
-        }
-        return true;
-    }
-
-    private static bool WaitUntilWritable()
-    {
-        var poll = new[] { new Mono.Unix.Native.Pollfd { fd = StandardError, events = Mono.Unix.Native.PollEvents.POLLOUT } };
-        int ready;
-        while ((ready = Mono.Unix.Native.Syscall.poll(poll, -1)) < 0 && Marshal.GetLastPInvokeError() == EINTR) { } // a signal: wait on
-        return ready > 0 && (poll[0].revents & Mono.Unix.Native.PollEvents.POLLOUT) != 0;
-    }
-
-    private const int StandardError = 2, EINTR = 4, EAGAIN = 11; // Linux values
-
-    [DllImport("libc", SetLastError = true)]
-    private static extern nint write(int fd, ref byte data, nint count);
+    /// <summary>Writes the whole line to standard error (descriptor 2); false if it could not (it is then lost).</summary>
+    private static bool Write(string line) => Posix.WriteAll(2, Encoding.UTF8.GetBytes(line));
 #if (httpHandler)
 
     /// <summary>

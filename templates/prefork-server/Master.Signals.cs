@@ -18,9 +18,9 @@ internal sealed partial class Master
         switch ((Signum)signal)
         {
             case Signum.SIGINT:
-            case Signum.SIGTERM or Signum.SIGQUIT when state == State.Stopping:
+            case Signum.SIGTERM or Signum.SIGQUIT when state == State.GracefulStop:
                 // INT, or a second stop signal during a graceful stop: quick shutdown.
-                if (state == State.Quitting) return; // Ctrl+C twice: nothing more to do
+                if (state == State.QuickStop) return; // Ctrl+C twice: nothing more to do
                 Log.Info($"{name}: quick shutdown, stopping {workers.Count} workers now");
                 BeginStop(graceful: false);
                 break;
@@ -90,7 +90,7 @@ internal sealed partial class Master
     private string? CannotRun()
     {
         if (!File.Exists(program)) return $"{program} does not exist";
-        if (Syscall.access(program, AccessModes.X_OK) != 0) return $"{program} is not executable ({Stdlib.GetLastError()})";
+        if (Posix.CannotExecute(program) is string why) return $"{program} is not executable ({why})";
         // Under `dotnet PreforkServer.dll` the program is the dotnet host, and the .dll must be there too.
         if (programArgs is [string dll, ..] && !File.Exists(dll)) return $"{dll} does not exist";
         return null;

@@ -27,14 +27,14 @@ internal sealed partial class Master
     private Process? newMaster;                      // the new master, until it is ready
     private long newMasterDeadline = long.MaxValue;
     private bool retiring;                           // a new master took over: stop and leave
-    private readonly int oldMaster = Syscall.getppid(); // in a new master: the old one, our parent while it lives
+    private readonly int oldMaster = Posix.ParentPid(); // in a new master: the old one, our parent while it lives
 
     /// <summary>
     /// True while two masters share the socket: in the old master until it has retired, in a new
     /// one until the old one has gone (it is our parent until then). Whichever of them stops, the
     /// other serves on: the stopping one must not hold new connections back (no last holder).
     /// </summary>
-    private bool UpgradeUnderWay => newMaster is not null || retiring || (upgraded && Syscall.getppid() == oldMaster);
+    private bool UpgradeUnderWay => newMaster is not null || retiring || (upgraded && Posix.ParentPid() == oldMaster);
 
     /// <summary>USR2: start a new master from the program on disk, on the same socket.</summary>
     private void Upgrade()

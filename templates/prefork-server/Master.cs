@@ -29,7 +29,7 @@ internal sealed partial class Master
     private sealed record ChildExited(Process Child) : Event;
     private sealed record OrphansMayWait : Event;                        // SIGCHLD, as PID 1
 
-    private enum State { Running, Stopping, Quitting }
+    private enum State { Running, GracefulStop, QuickStop }
 
     private const long BackoffFirstMs = 100;
     private const long BackoffMaxMs = 10_000;
@@ -61,7 +61,7 @@ internal sealed partial class Master
     private bool reloading;
     private int failedStartsInARow;                  // across indexes, reset when a worker gets ready
     private string? fatal;
-    private WorkerProcess? keeper;                   // graceful stop: the worker that releases the socket last
+    private WorkerProcess? lastHolder;               // graceful stop: the worker that releases the socket last
     private Settings? previousSettings;              // a HUP under way: what it replaced, to roll back to
     private int previousGeneration, previousTarget;
     private int generationFailures;                  // failed starts in a row of the HUP's generation
@@ -219,7 +219,7 @@ internal sealed partial class Master
                 break;
             case ControlPipe.Released:
                 worker.Released = true;
-                TellKeeperIfLast();
+                TellLastHolderIfAlone();
                 break;
             default:
                 if (ControlPipe.Heartbeat.TryParse(line, out ControlPipe.Heartbeat counts)) worker.Counts = counts;
@@ -258,7 +258,7 @@ internal sealed partial class Master
         // Whatever replaces it has nothing left to stop (and holds no chain of old workers).
         foreach (WorkerProcess successor in workers.Where(w => w.Replaces == worker)) successor.Replaces = null;
         Log.Info($"worker {worker.Index} (pid {worker.Pid}) {Describe(status)}");
-        if (state != State.Running) TellKeeperIfLast();
+        if (state != State.Running) TellLastHolderIfAlone();
         if (state != State.Running || worker.Stopping) return;
 
         // A worker that had started accepting is replaced at once, whatever ended it; one that

@@ -27,7 +27,7 @@ internal sealed class PidFile(string path)
         {
             WriteNew(temporary);
         }
-        catch (IOException) when (Exists(temporary))
+        catch (IOException) when (Posix.NameExists(temporary))
         {
             File.Delete(temporary); // the link itself, not what it points to
             WriteNew(temporary);
@@ -81,6 +81,4 @@ internal sealed class PidFile(string path)
         stream.Write(System.Text.Encoding.ASCII.GetBytes(Pid + "\n"));
     }
 
-    /// <summary>True if anything has that name, a dangling symbolic link included (lstat).</summary>
-    private static bool Exists(string file) => Mono.Unix.Native.Syscall.lstat(file, out _) == 0;
 }

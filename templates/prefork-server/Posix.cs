@@ -328,6 +328,57 @@ internal static class Posix
     [DllImport("libc", SetLastError = true)]
     private static extern int accept4(int fd, IntPtr address, IntPtr addressLength, int flags);
 
+    /// <summary>
+    /// Writes all of <paramref name="data"/> to <paramref name="fd"/> with write(2), going on
+    /// after a signal (EINTR) and waiting with poll(2) while a non-blocking pipe is full (EAGAIN).
+    /// False if it could not (ENOSPC, EIO, EPIPE, ...): never an exception.
+    /// </summary>
+    public static bool WriteAll(int fd, ReadOnlySpan<byte> data)
+    {
+        while (!data.IsEmpty)
+        {
+            nint written = write(fd, ref MemoryMarshal.GetReference(data), data.Length);
+            if (written > 0)
+            {
+                data = data[(int)written..];
+                continue;
+            }
+            Errno error = written < 0 ? NativeConvert.ToErrno(Marshal.GetLastPInvokeError()) : Errno.EIO;
+            if (error == Errno.EINTR) continue;
+            if (error == Errno.EAGAIN && WaitUntilWritable(fd)) continue;
+            return false;
+        }
+        return true;
+    }
+
+    private static bool WaitUntilWritable(int fd)
+    {
+        var poll = new[] { new Pollfd { fd = fd, events = PollEvents.POLLOUT } };
+        int ready;
+        while ((ready = Syscall.poll(poll, -1)) < 0 && Stdlib.GetLastError() == Errno.EINTR) { } // a signal: wait on
+        return ready > 0 && (poll[0].revents & PollEvents.POLLOUT) != 0;
+    }
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern nint write(int fd, ref byte data, nint count);
+
+    /// <summary>Null if this process may run <paramref name="path"/> (access(2), X_OK); else why not.</summary>
+    public static string? CannotExecute(string path) =>
+        Syscall.access(path, AccessModes.X_OK) == 0 ? null : Stdlib.GetLastError().ToString();
+
+    /// <summary>True if anything has that name, a dangling symbolic link included (lstat(2)).</summary>
+    public static bool NameExists(string path) => Syscall.lstat(path, out _) == 0;
+
+    /// <summary>True if <paramref name="path"/> is a regular file (stat(2): not a FIFO, device or directory).</summary>
+    public static bool IsRegularFile(string path) =>
+        Syscall.stat(path, out Stat status) == 0 && (status.st_mode & FilePermissions.S_IFMT) == FilePermissions.S_IFREG;
+
+    /// <summary>This process's parent (getppid(2)): after the parent has exited, a process that adopted it.</summary>
+    public static int ParentPid() => Syscall.getppid();
+
+    /// <summary>Waits for a child that has exited, without blocking (waitpid(2), WNOHANG).</summary>
+    public static void Reap(int pid) => Syscall.waitpid(pid, out _, WaitOptions.WNOHANG);
+
     private static PosixSignal ToPosixSignal(Signum signum) => signum switch
     {
         Signum.SIGINT => PosixSignal.SIGINT,

@@ -9,17 +9,6 @@ using System.Net;
 using System.Reflection;
 using System.Text;
 
-/// <summary>Exit codes of the master (and of workers); README.md lists them too.</summary>
-public static class ExitCodes
-{
-    public const int Ok = 0;             // stopped as asked
-    public const int Failure = 1;        // unexpected error: see the log
-    public const int Usage = 2;          // a bad option or value
-    public const int CannotListen = 3;   // the address or port cannot be bound (in use, no permission)
-    public const int WorkersFailed = 4;  // no worker could start
-    public const int BadSocket = 5;      // a worker was not handed a listening TCP socket
-}
-
 /// <summary>A bad option or value; the message names the option and what it accepts, on one printable line.</summary>
 public sealed class UsageException(string message) : Exception(Settings.Printable(message));
 
@@ -225,8 +214,7 @@ public sealed class Settings
                 throw new UsageException($"--config: '{path}' is a directory");
             if (!file.Exists)
                 throw new UsageException($"--config: '{path}' does not exist");
-            if (Mono.Unix.Native.Syscall.stat(path, out var status) != 0
-                || (status.st_mode & Mono.Unix.Native.FilePermissions.S_IFMT) != Mono.Unix.Native.FilePermissions.S_IFREG)
+            if (!Posix.IsRegularFile(path))
                 throw new UsageException($"--config: '{path}' is not a regular file");
             if (file.Length > MaxConfigBytes)
                 throw new UsageException($"--config: '{path}' is {file.Length} bytes, more than a configuration file of {MaxConfigBytes}");

@@ -157,7 +157,7 @@ internal sealed class Worker
                 Stop($"{Posix.NameOf(signal)}: finishing {Volatile.Read(ref inFlight)} connection(s), then exiting");
         });
 
-        // The master's commands ("stop", "last", end-of-file) come to this worker from now on;
+        // The master's commands ("stop", "last-holder", end-of-file) come to this worker from now on;
         // any that came while it was being made are followed now.
         Attach(this);
 
@@ -406,8 +406,8 @@ internal sealed class Worker
             case ControlPipe.Stop:
                 Stop("asked to stop: finishing connections, then exiting");
                 break;
-            case ControlPipe.Last:
-                Stop("asked to stop last: serving the queue, then refusing new connections", last: true, wholeQueue: true);
+            case ControlPipe.LastHolder:
+                Stop("asked to stop as the last holder: serving the queue, then refusing new connections", last: true, wholeQueue: true);
                 break;
             case null:
                 Stop("the master is gone: finishing connections, then exiting", wholeQueue: true);
