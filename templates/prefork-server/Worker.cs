@@ -108,7 +108,10 @@ internal sealed class Worker
         if (Posix.WrapListeningTcp(fd, out Socket? listener) is string problem)
             return Fail("inherited " + problem);
         listener!.Dispose(); // only a check: the descriptor is not the wrapper's to close
-        Environment.SetEnvironmentVariable(ListenFdVariable, null); // not for the handler's child processes
+        // The settings (PREFORK_*) and the socket's number are this worker's, not for the
+        // handler's child processes (another server of this kind would take them as its own).
+        foreach (string variable in Environment.GetEnvironmentVariables().Keys)
+            if (variable.StartsWith("PREFORK_", StringComparison.Ordinal)) Environment.SetEnvironmentVariable(variable, null);
         try
         {
             // Ours alone: a child process of the handler must not keep the port open after we exit.
