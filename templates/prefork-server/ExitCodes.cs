@@ -1,6 +1,6 @@
 namespace PreforkServer;
 
-/// <summary>Exit codes of the master (and of workers); README.md lists them too.</summary>
+/// <summary>Exit codes of the master (and of workers); docs/operations.md lists them too.</summary>
 public static class ExitCodes
 {
     public const int Ok = 0;             // stopped as asked

@@ -7,7 +7,7 @@ using System.Linq;
 using Mono.Unix.Native;
 
 /// <summary>
-/// What the master does on each signal of --signals (the table in README.md): the handlers
+/// What the master does on each signal of --signals (the table in docs/operations.md): the handlers
 /// only queue it, and the loop calls <see cref="HandleSignal"/>, one at a time.
 /// </summary>
 internal sealed partial class Master
