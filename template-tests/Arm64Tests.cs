@@ -30,7 +30,7 @@ public sealed class Arm64Tests(TemplateFixture fixture, ITestOutputHelper output
     {
         RequireArm64Programs();
         string binary = await fixture.PublishedArm64Async(aot: false);
-        ReadmeGives(binary, "dotnet publish -c Release -r linux-arm64 --self-contained -o publish/linux-arm64");
+        DeployDocGives(binary, "dotnet publish -c Release -r linux-arm64 --self-contained -o publish/linux-arm64");
         Assert.True(File.Exists(Path.Combine(Path.GetDirectoryName(binary)!, "libcoreclr.so")), "the publish output has no runtime: not self-contained");
         ServesReplacesAndDrains(binary);
     }
@@ -44,7 +44,7 @@ public sealed class Arm64Tests(TemplateFixture fixture, ITestOutputHelper output
         Assert.True(!Emulated || File.Exists("/usr/bin/aarch64-linux-gnu-ld"),
             "no aarch64-linux-gnu-ld: the NativeAOT link for arm64 needs Debian's gcc-aarch64-linux-gnu (bash test.sh installs it)");
         string binary = await fixture.PublishedArm64Async(aot: true);
-        ReadmeGives(binary, "dotnet publish -c Release -r linux-arm64 -o publish/linux-arm64");
+        DeployDocGives(binary, "dotnet publish -c Release -r linux-arm64 -o publish/linux-arm64");
         Assert.False(File.Exists(binary + ".dll"), "the publish output has a managed .dll: not NativeAOT");
         ServesReplacesAndDrains(binary);
     }
@@ -104,11 +104,11 @@ public sealed class Arm64Tests(TemplateFixture fixture, ITestOutputHelper output
         Assert.True(Client.PortIsFree(server.Port));
     }
 
-    /// <summary>The generated README gives the publish line that the fixture's publish follows (ReadmeTests leaves it to this test).</summary>
-    private static void ReadmeGives(string binary, string line)
+    /// <summary>The generated docs/deploy.md gives the publish line that the fixture's publish follows (ReadmeTests leaves it to this test).</summary>
+    private static void DeployDocGives(string binary, string line)
     {
         string project = Path.GetDirectoryName(Path.GetDirectoryName(binary))!;
-        Assert.Contains(line + "\n", File.ReadAllText(Path.Combine(project, "README.md")));
+        Assert.Contains(line + "\n", File.ReadAllText(Path.Combine(project, "docs", "deploy.md")));
     }
 
     private const int ElfMachineAarch64 = 183; // EM_AARCH64

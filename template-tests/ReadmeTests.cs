@@ -6,14 +6,15 @@ using Xunit.Abstractions;
 namespace PreforkTemplates.Tests;
 
 /// <summary>
-/// Every ```sh block of README.md, CONTRIBUTING.md and the generated README, run from the
-/// file's own text, twice, as a new user pastes it: first with bash in a pseudo-terminal, then
+/// Every ```sh block of README.md, CONTRIBUTING.md and the Markdown files of the generated
+/// project (its README.md and docs/*.md), run from the file's own text, twice, as a new user pastes it: first with bash in a pseudo-terminal, then
 /// with sh (Debian's dash) as a script; each with `-e`, so a line that fails fails the test. A block
 /// "in a second shell" runs while the block before it serves. `dotnet new` installs go to a
 /// template store of the test's own (DOTNET_CLI_HOME). The blocks use port 8080, as the
 /// READMEs do; no other test uses it. The blocks that are not run are named in
 /// <see cref="NotRunHere"/> with the reason, and a test checks that no other block is left out.
-/// Another checks that the repository's Markdown files link only to what exists.
+/// Another checks that the repository's Markdown files link only to what exists (TemplateTests
+/// does the same for every generated project's).
 /// </summary>
 [Collection("template")]
 public sealed class ReadmeTests(TemplateFixture fixture, ITestOutputHelper output)
@@ -107,17 +108,23 @@ public sealed class ReadmeTests(TemplateFixture fixture, ITestOutputHelper outpu
     [Fact]
     public void Every_block_is_run_or_named_with_the_reason_it_is_not()
     {
-        const string generated = "templates/prefork-server/README.md";
-        var blocks = RunnableDocs.Append(generated)
+        // The template's folder holds every Markdown file a generated project may ship, under the same paths.
+        const string template = "templates/prefork-server";
+        var generated = Readme.ProjectShellBlocks(Path.Combine(fixture.RepoRoot, template)).Select(b => b with { File = $"{template}/{b.File}" });
+        var blocks = RunnableDocs
             .SelectMany(doc => Readme.ShellBlocks(File.ReadAllText(Path.Combine(fixture.RepoRoot, doc))).Select(b => b with { File = doc }))
+            .Concat(generated)
             .ToList();
-        // The blocks the tests below pick, by their file and what they hold; every other block must be exempt.
+        Assert.Contains(blocks, b => b.File!.StartsWith($"{template}/docs/", StringComparison.Ordinal)); // the docs are read
+        // The blocks the tests below pick, by their file (or, for the generated project's, any of
+        // its Markdown files) and what they hold; every other block must be exempt.
         var run = new Dictionary<string, string[]>
         {
             ["README.md"] = ["dotnet new install . --force", "for i in $(seq 10); do nc", "dotnet pack -c Release -o out", "dotnet new prefork-server -n MyServer --workers 8"],
-            [generated] = ["dotnet run\n", "for i in $(seq 10); do nc", "nc 127.0.0.1 8080\n", "curl -i http://127.0.0.1:8080/", "dotnet build\nsystemd-socket-activate", "dotnet test PreforkServer.Tests/"],
+            [template] = ["dotnet run\n", "for i in $(seq 10); do nc", "nc 127.0.0.1 8080\n", "curl -i http://127.0.0.1:8080/", "dotnet build\nsystemd-socket-activate", "dotnet test PreforkServer.Tests/"],
         };
-        var left = blocks.Where(b => !Exempt(b) && !run.GetValueOrDefault(b.File!, []).Any(r => b.Text.StartsWith(r, StringComparison.Ordinal))).ToList();
+        string[] Picked(Readme.Block b) => run.GetValueOrDefault(b.File!.StartsWith(template + "/", StringComparison.Ordinal) ? template : b.File!, []);
+        var left = blocks.Where(b => !Exempt(b) && !Picked(b).Any(r => b.Text.StartsWith(r, StringComparison.Ordinal))).ToList();
         Assert.True(left.Count == 0, "blocks no test runs: " + string.Join("; ", left));
         foreach (string exempt in NotRunHere.Keys)
             Assert.Contains(blocks, b => b.Text.StartsWith(exempt, StringComparison.Ordinal)); // no stale exemption
@@ -130,24 +137,12 @@ public sealed class ReadmeTests(TemplateFixture fixture, ITestOutputHelper outpu
     [Fact]
     public void Every_link_of_the_repository_docs_leads_somewhere()
     {
-        string root = Path.GetFullPath(fixture.RepoRoot);
         var broken = new List<string>();
         int links = 0;
         foreach (string doc in LinkedDocs)
         {
-            string path = Path.Combine(root, doc);
-            foreach (Match link in Regex.Matches(File.ReadAllText(path), @"\]\(([^)\s]+)\)"))
-            {
-                string target = link.Groups[1].Value;
-                if (Regex.IsMatch(target, "^[a-z]+:")) continue; // https: and mailto: lead elsewhere
-                links++;
-                string[] parts = target.Split('#', 2);
-                string file = parts[0].Length == 0 ? path : Path.GetFullPath(Path.Combine(Path.GetDirectoryName(path)!, parts[0]));
-                if (!file.StartsWith(root + Path.DirectorySeparatorChar, StringComparison.Ordinal) || !Path.Exists(file))
-                    broken.Add($"{doc}: {target} (no such file or folder in the repository)");
-                else if (parts.Length == 2 && !Readme.HeadingAnchors(File.ReadAllText(file)).Contains(parts[1]))
-                    broken.Add($"{doc}: {target} (no such heading in {Path.GetRelativePath(root, file)})");
-            }
+            broken.AddRange(Readme.BrokenLinks(Path.Combine(fixture.RepoRoot, doc), fixture.RepoRoot, out int found).Select(b => $"{doc}: {b}"));
+            links += found;
         }
         output.WriteLine($"{links} links checked");
         Assert.True(links > 10, $"only {links} links found: the pattern no longer finds them");
@@ -196,7 +191,7 @@ public sealed class ReadmeTests(TemplateFixture fixture, ITestOutputHelper outpu
     private async Task<(string Dir, IReadOnlyList<Readme.Block> Blocks)> Generated(string id, params string[] args)
     {
         string dir = await fixture.GenerateAsync(new Scenario("readme-" + id, "MyServer", args));
-        return (dir, Readme.ShellBlocks(File.ReadAllText(Path.Combine(dir, "README.md"))));
+        return (dir, Readme.ProjectShellBlocks(dir));
     }
 
     [Fact]

@@ -131,31 +131,73 @@ public sealed partial class TemplateTests(TemplateFixture fixture, ITestOutputHe
     {
         Scenario scenario = Get("everything");
         string dir = await fixture.GeneratedAsync(scenario);
-        string[] all = [.. Directory.EnumerateFileSystemEntries(dir, "*", SearchOption.AllDirectories).Select(f => Path.GetRelativePath(dir, f))];
-        // Not in a fresh tree, and rightly so: what a build makes, and the configuration file the README shows how to write.
-        string[] outside = ["bin/", "obj/", $"{scenario.Binary}.conf"];
-        var missing = new List<string>();
-        int checkedNames = 0;
-        foreach (string file in Directory.EnumerateFiles(dir, "*", SearchOption.AllDirectories))
-        {
-            string relative = Path.GetRelativePath(dir, file);
-            foreach (string text in ReadableText(file))
-                foreach (System.Text.RegularExpressions.Match m in FileName().Matches(text))
-                {
-                    string name = m.Groups[1].Value;
-                    checkedNames++;
-                    string here = Path.GetDirectoryName(file)!;
-                    bool found = outside.Contains(name) || Path.Exists(Path.Combine(dir, name)) || Path.Exists(Path.Combine(here, name))
-                        || all.Any(f => Path.GetFileName(f.TrimEnd('/')) == name.TrimEnd('/'));
-                    if (!found) missing.Add($"{relative} names {name}: \"{text.Trim()}\"");
-                }
-        }
+        var (missing, checkedNames) = NamedButMissing(scenario, dir, Directory.EnumerateFiles(dir, "*", SearchOption.AllDirectories));
         output.WriteLine($"{checkedNames} names checked");
         Assert.True(checkedNames > 50, $"only {checkedNames} names found: the pattern no longer finds them");
         Assert.True(missing.Count == 0, "named but not in the generated project:\n" + string.Join("\n", missing));
     }
 
-    /// <summary>What a user reads of a file: all of a README, the comments of code and configuration.</summary>
+    /// <summary>
+    /// Nothing points nowhere in any project: its README and docs/ name only files and folders
+    /// that project has (a doc says nothing of what a switch the user did not choose would have
+    /// written), every relative link among them leads to a file of the project and a heading of
+    /// it, and every doc the project ships is linked from its README.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(ScenarioIds))]
+    public async Task Every_file_a_generated_doc_names_or_links_is_in_that_project(string id)
+    {
+        Scenario scenario = Get(id);
+        string dir = await fixture.GeneratedAsync(scenario);
+        var docs = Readme.ProjectDocs(dir);
+        Assert.Contains("docs/operations.md", docs);
+        var (missing, checkedNames) = NamedButMissing(scenario, dir, docs.Select(d => Path.Combine(dir, d)));
+        var broken = new List<string>();
+        int links = 0;
+        foreach (string doc in docs)
+        {
+            broken.AddRange(Readme.BrokenLinks(Path.Combine(dir, doc), dir, out int found).Select(b => $"{doc}: {b}"));
+            links += found;
+        }
+        string readme = File.ReadAllText(Path.Combine(dir, "README.md"));
+        var unlinked = docs.Where(d => d != "README.md" && !Readme.LinkedFiles(readme).Contains(d)).ToList();
+        output.WriteLine($"{string.Join(", ", docs)}: {checkedNames} names, {links} links checked");
+        Assert.True(links > 10, $"only {links} links found: the pattern no longer finds them");
+        Assert.True(missing.Count == 0, $"named in the '{id}' project's docs but not in it:\n" + string.Join("\n", missing));
+        Assert.True(broken.Count == 0, $"links of the '{id}' project's docs that lead nowhere:\n" + string.Join("\n", broken));
+        Assert.True(unlinked.Count == 0, $"docs of the '{id}' project that its README does not link: " + string.Join(", ", unlinked));
+    }
+
+    /// <summary>
+    /// The files and folders that the readable text of <paramref name="files"/> names and the
+    /// project in <paramref name="dir"/> lacks (relative to the project, to the file that names
+    /// it, or by its file name anywhere in the tree), and how many names were checked.
+    /// </summary>
+    private static (List<string> Missing, int Checked) NamedButMissing(Scenario scenario, string dir, IEnumerable<string> files)
+    {
+        string[] all = [.. Directory.EnumerateFileSystemEntries(dir, "*", SearchOption.AllDirectories).Select(f => Path.GetRelativePath(dir, f))];
+        // Not in a fresh tree, and rightly so: what a build makes, and the configuration file the docs show how to write.
+        string[] outside = ["bin/", "obj/", $"{scenario.Binary}.conf"];
+        var missing = new List<string>();
+        int checkedNames = 0;
+        foreach (string file in files)
+        {
+            string relative = Path.GetRelativePath(dir, file);
+            string here = Path.GetDirectoryName(file)!;
+            foreach (string text in ReadableText(file))
+                foreach (System.Text.RegularExpressions.Match m in FileName().Matches(text))
+                {
+                    string name = m.Groups[1].Value;
+                    checkedNames++;
+                    bool found = outside.Contains(name) || Path.Exists(Path.Combine(dir, name)) || Path.Exists(Path.Combine(here, name))
+                        || all.Any(f => Path.GetFileName(f.TrimEnd('/')) == name.TrimEnd('/'));
+                    if (!found) missing.Add($"{relative} names {name}: \"{text.Trim()}\"");
+                }
+        }
+        return (missing, checkedNames);
+    }
+
+    /// <summary>What a user reads of a file: all of a Markdown file, the comments of code and configuration.</summary>
     private static IEnumerable<string> ReadableText(string file)
     {
         string name = Path.GetFileName(file);
