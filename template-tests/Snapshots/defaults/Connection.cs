@@ -22,24 +22,33 @@ using Microsoft.Win32.SafeHandles;
 /// </remarks>
 public sealed class Connection
 {
-    private readonly Descriptor descriptor;
-    private Socket? socket;
+    private readonly Descriptor descriptor; // also the lock that makes the Socket once (see Socket)
+    private volatile Socket? socket;
 
     internal Connection(int fd) => descriptor = new Descriptor(fd);
 
     /// <summary>The connection as a .NET Socket, made when first asked for; from then on every call goes through it.</summary>
-    public Socket Socket => socket ??= MakeSocket();
+    public Socket Socket => socket ?? MakeSocket();
 
     /// <summary>Sends all of <paramref name="data"/>, as Socket.SendAsync does.</summary>
     public ValueTask SendAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken = default)
     {
         if (socket is null)
         {
-            // What the kernel takes now leaves at once. The rest, and any error, go through the
-            // Socket, which waits for room and reports errors as a Socket does.
-            int sent = Posix.SendNow(descriptor, data.Span);
-            if (sent == data.Length) return ValueTask.CompletedTask;
-            if (sent > 0) data = data[sent..];
+            // A receive on another thread may be making the Socket (which takes the descriptor
+            // over) right now: the lock keeps the two apart. Nobody else holds it in the common
+            // case, so it costs no system call.
+            lock (descriptor)
+            {
+                if (socket is null)
+                {
+                    // What the kernel takes now leaves at once. The rest, and any error, go through the
+                    // Socket, which waits for room and reports errors as a Socket does.
+                    int sent = Posix.SendNow(descriptor, data.Span);
+                    if (sent == data.Length) return ValueTask.CompletedTask;
+                    if (sent > 0) data = data[sent..];
+                }
+            }
         }
         return SendThroughSocketAsync(data, cancellationToken);
     }
@@ -51,37 +60,43 @@ public sealed class Connection
     private async ValueTask SendThroughSocketAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken) =>
         await Socket.SendAsync(data, SocketFlags.None, cancellationToken);
 
+    /// <summary>
+    /// Makes the Socket, once, whichever thread asks first: under the lock, no send on the
+    /// descriptor, second Socket (two owners of one number, closing it twice) or close can come
+    /// in between.
+    /// </summary>
     private Socket MakeSocket()
     {
-        // The Socket takes the descriptor over, and ours gives it up without closing it. Holding
-        // a reference meanwhile, no close or second Socket can come in between.
-        bool held = false;
-        descriptor.DangerousAddRef(ref held); // ObjectDisposedException once the connection is closed
-        try
+        lock (descriptor)
         {
+            if (socket is Socket made) return made;
+            // The Socket takes the descriptor over, and ours gives it up without closing it.
+            if (descriptor.IsClosed) throw new ObjectDisposedException(nameof(Connection));
             var handle = new SafeSocketHandle(descriptor.DangerousGetHandle(), ownsHandle: true);
-            descriptor.SetHandleAsInvalid();
             try
             {
-                return new Socket(handle);
+                made = new Socket(handle);
             }
             catch
             {
+                // Not a Socket after all (the client is gone): the handle closes the descriptor, once.
+                descriptor.SetHandleAsInvalid();
                 handle.Dispose();
                 throw;
             }
-        }
-        finally
-        {
-            descriptor.DangerousRelease();
+            descriptor.SetHandleAsInvalid();
+            return socket = made;
         }
     }
 
     /// <summary>Closes the connection, once HandleAsync has returned: the client reads what was sent, then end-of-file.</summary>
     internal void Close()
     {
-        if (socket is null) descriptor.Dispose();
-        else socket.Dispose();
+        lock (descriptor)
+        {
+            if (socket is null) descriptor.Dispose();
+            else socket.Dispose();
+        }
     }
 
     /// <summary>The accepted descriptor until a Socket takes it: closed once, by close(2), and never while a send uses it.</summary>

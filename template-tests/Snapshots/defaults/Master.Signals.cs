@@ -2,11 +2,12 @@ namespace MyServer;
 
 using System;
 using System.Diagnostics;
+using System.IO;
 using System.Linq;
 using Mono.Unix.Native;
 
 /// <summary>
-/// What the master does on each signal of --signals (the table in README.md): the handlers
+/// What the master does on each signal of --signals (the table in docs/operations.md): the handlers
 /// only queue it, and the loop calls <see cref="HandleSignal"/>, one at a time.
 /// </summary>
 internal sealed partial class Master
@@ -17,9 +18,9 @@ internal sealed partial class Master
         switch ((Signum)signal)
         {
             case Signum.SIGINT:
-            case Signum.SIGTERM or Signum.SIGQUIT when state == State.Stopping:
+            case Signum.SIGTERM or Signum.SIGQUIT when state == State.GracefulStop:
                 // INT, or a second stop signal during a graceful stop: quick shutdown.
-                if (state == State.Quitting) return; // Ctrl+C twice: nothing more to do
+                if (state == State.QuickStop) return; // Ctrl+C twice: nothing more to do
                 Log.Info($"{name}: quick shutdown, stopping {workers.Count} workers now");
                 BeginStop(graceful: false);
                 break;
@@ -61,15 +62,58 @@ internal sealed partial class Master
             Log.Info($"HUP: configuration refused, keeping the running one: {e.Message}");
             return;
         }
+        // New workers run the program on disk: one that is gone or cannot be run (a deployment
+        // under way) would only make them fail, one after the other.
+        if (CannotRun() is string problem)
+        {
+            Log.Info($"HUP: refused, keeping the running configuration and workers: {problem}");
+            return;
+        }
         foreach (string name in settings.Differences(reloaded).Intersect(Settings.FixedOnReload))
             Log.Info($"HUP: --{name} cannot change while running (it needs a restart); keeping it");
+        // What to go back to if the new workers cannot start (RollBack). A HUP during a HUP
+        // replaces what the first one started: the settings of the workers still serving count.
+        if (previousSettings is null || generationReady)
+            (previousSettings, previousGeneration, previousTarget) = (settings, generation, target);
+        generationFailures = 0;
+        generationReady = false;
         settings = settings.KeepFixed(reloaded);
         target = settings.Workers;
-        generation++;
+        generation = ++generationsStarted;
         reloading = true;
         systemd.Notify($"RELOADING=1\nMONOTONIC_USEC={Stopwatch.GetTimestamp() / (Stopwatch.Frequency / 1_000_000)}");
         int serving = Serving().Count;
         Log.Info($"HUP: configuration reloaded; replacing {serving} workers one at a time" + (serving == target ? "" : $", {target} from now on"));
+    }
+
+    /// <summary>Why the program that starts workers cannot be run now; null if it can.</summary>
+    private string? CannotRun()
+    {
+        if (!File.Exists(program)) return $"{program} does not exist";
+        if (Posix.CannotExecute(program) is string why) return $"{program} is not executable ({why})";
+        // Under `dotnet MyServer.dll` the program is the dotnet host, and the .dll must be there too.
+        if (programArgs is [string dll, ..] && !File.Exists(dll)) return $"{dll} does not exist";
+        return null;
+    }
+
+    /// <summary>
+    /// The workers of a HUP's configuration keep failing to start (and none has become ready):
+    /// go back to the settings and generation before it. The workers that serve are of that
+    /// generation again, so they are kept; the new ones still starting are stopped.
+    /// </summary>
+    private void RollBack()
+    {
+        Log.Info($"HUP: {generationFailures} workers of the new configuration failed to start in a row; " +
+                 "back to the previous configuration, the running workers keep serving");
+        (settings, generation, target) = (previousSettings!, previousGeneration, previousTarget);
+        previousSettings = null;
+        generationFailures = 0;
+        reloading = false;
+        foreach (WorkerProcess w in workers.Where(w => w.Generation > generation && !w.Stopping)) StopWorker(w);
+        failures.Clear();
+        startAt.Clear();
+        failedStartsInARow = 0;
+        systemd.Notify("READY=1");
     }
 
     private void LogStatistics()

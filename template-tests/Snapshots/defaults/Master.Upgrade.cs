@@ -25,8 +25,16 @@ internal sealed partial class Master
     public const string UpgradeSystemdVariable = "PREFORK_UPGRADE_SYSTEMD_SOCKET";
 
     private Process? newMaster;                      // the new master, until it is ready
-    private long newMasterDeadline;
+    private long newMasterDeadline = long.MaxValue;
     private bool retiring;                           // a new master took over: stop and leave
+    private readonly int oldMaster = Posix.ParentPid(); // in a new master: the old one, our parent while it lives
+
+    /// <summary>
+    /// True while two masters share the socket: in the old master until it has retired, in a new
+    /// one until the old one has gone (it is our parent until then). Whichever of them stops, the
+    /// other serves on: the stopping one must not hold new connections back (no last holder).
+    /// </summary>
+    private bool UpgradeUnderWay => newMaster is not null || retiring || (upgraded && Posix.ParentPid() == oldMaster);
 
     /// <summary>USR2: start a new master from the program on disk, on the same socket.</summary>
     private void Upgrade()
@@ -83,8 +91,12 @@ internal sealed partial class Master
         newMaster.StandardInput.Dispose(); // Dispose alone would leave this pipe open
         newMaster.Dispose();
         newMaster = null;
+        newMasterDeadline = long.MaxValue;
+        // A new master (of another build, perhaps) may have had its last worker hold new
+        // connections back on the shared socket: this master serves on, so let them in again.
+        if (!listenerReleased) Posix.AllowNewConnections(int.Parse(listenFd, CultureInfo.InvariantCulture));
         systemd.Notify($"READY=1\nMAINPID={Environment.ProcessId}");
-        pidFile.Write();
+        pidFile.TryWrite();
     }
 
     /// <summary>
@@ -104,7 +116,7 @@ internal sealed partial class Master
     /// <summary>In a new master whose workers all accept: take over the pid file, and tell the old master.</summary>
     private void TellOldMasterReady()
     {
-        pidFile.Write();
+        pidFile.TryWrite();
         using Stream toOld = Console.OpenStandardOutput();
         ControlPipe.WriteLine(toOld, ControlPipe.Ready);
     }

@@ -29,10 +29,12 @@ internal sealed partial class Master
     private sealed record ChildExited(Process Child) : Event;
     private sealed record OrphansMayWait : Event;                        // SIGCHLD, as PID 1
 
-    private enum State { Running, Stopping, Quitting }
+    private enum State { Running, GracefulStop, QuickStop }
 
     private const long BackoffFirstMs = 100;
     private const long BackoffMaxMs = 10_000;
+    private const long StallMs = 500;                // the loop came back this much later than it asked: the master was not running
+    private const int FailedStartsBeforeRollback = 3; // a HUP whose workers fail this often in a row is undone
 
     private Settings settings;
     private readonly IReadOnlyList<string> args;
@@ -52,13 +54,18 @@ internal sealed partial class Master
 
     private State state = State.Running;
     private int target;                              // how many workers: --workers, TTIN, TTOU
-    private int generation;
+    private int generation;                          // the generation new workers get
+    private int generationsStarted;                  // every HUP gets a new number, even after a rollback
     private long killAt;                             // when a stop stops waiting and kills
     private bool poolReadyLogged;
     private bool reloading;
     private int failedStartsInARow;                  // across indexes, reset when a worker gets ready
     private string? fatal;
-    private WorkerProcess? keeper;                   // graceful stop: the worker that releases the socket last
+    private WorkerProcess? lastHolder;               // graceful stop: the worker that releases the socket last
+    private Settings? previousSettings;              // a HUP under way: what it replaced, to roll back to
+    private int previousGeneration, previousTarget;
+    private int generationFailures;                  // failed starts in a row of the HUP's generation
+    private bool generationReady;                    // a worker of the HUP's generation has become ready
 
     private Master(Settings settings, IReadOnlyList<string> args, Socket listener, bool upgraded, bool systemdSocket)
     {
@@ -124,8 +131,17 @@ internal sealed partial class Master
     /// <summary>The master loop: bring the pool to its size, then wait for one event and act on it.</summary>
     private int Loop()
     {
+        long lastCheck = Environment.TickCount64;
+        int asked = 0;
         while (true)
         {
+            // Silence is judged on the heartbeats read: every event already queued is handled
+            // first, and the time this master itself did not run (stopped with SIGSTOP or Ctrl+Z,
+            // a paused container, starved of CPU) does not count against its workers.
+            for (int queued = events.Count; queued > 0 && events.TryTake(out Event? waiting); queued--) Handle(waiting);
+            long late = Environment.TickCount64 - lastCheck - asked;
+            if (late > StallMs) ForgiveStall(late);
+
             if (state == State.Running)
             {
                 KillSilentWorkers();
@@ -143,7 +159,10 @@ internal sealed partial class Master
                 KillAll(Signum.SIGKILL, "shutdown timeout passed");
             }
 
-            if (events.TryTake(out Event? next, MillisecondsUntilNextDeadline()))
+            // Measured from here: spawning workers above is work, not a stall.
+            asked = MillisecondsUntilNextDeadline();
+            lastCheck = Environment.TickCount64;
+            if (events.TryTake(out Event? next, asked))
                 Handle(next);
         }
     }
@@ -183,6 +202,8 @@ internal sealed partial class Master
                 worker.Ready = true;
                 failures[worker.Index] = 0;
                 failedStartsInARow = 0;
+                if (worker.Generation == generation) generationReady = true;
+                if (worker.Stopping) break; // of a HUP rolled back: it replaces nothing
                 if (worker.Replaces is { Stopping: false } old)
                 {
                     Log.Info($"worker {worker.Index} (pid {worker.Pid}) accepting; stopping pid {old.Pid} which it replaces");
@@ -198,7 +219,7 @@ internal sealed partial class Master
                 break;
             case ControlPipe.Released:
                 worker.Released = true;
-                TellKeeperIfLast();
+                TellLastHolderIfAlone();
                 break;
             default:
                 if (ControlPipe.Heartbeat.TryParse(line, out ControlPipe.Heartbeat counts)) worker.Counts = counts;
@@ -237,7 +258,7 @@ internal sealed partial class Master
         // Whatever replaces it has nothing left to stop (and holds no chain of old workers).
         foreach (WorkerProcess successor in workers.Where(w => w.Replaces == worker)) successor.Replaces = null;
         Log.Info($"worker {worker.Index} (pid {worker.Pid}) {Describe(status)}");
-        if (state != State.Running) TellKeeperIfLast();
+        if (state != State.Running) TellLastHolderIfAlone();
         if (state != State.Running || worker.Stopping) return;
 
         // A worker that had started accepting is replaced at once, whatever ended it; one that
@@ -250,18 +271,31 @@ internal sealed partial class Master
             return;
         }
 
-        // A crash loop: wait longer before each new try (100 ms, 200 ms, ... up to 10 s).
-        int failed = failures[worker.Index] = failures.GetValueOrDefault(worker.Index) + 1;
+        StartFailed(worker.Index, worker.Generation, $"worker {worker.Index}, {Describe(status)} before it was ready; see its message above");
+    }
+
+    /// <summary>
+    /// A worker could not be started, or exited before it was ready. While others serve, it is
+    /// tried again later, waiting longer each time (100 ms, 200 ms, ... up to 10 s); a HUP whose
+    /// new workers keep failing is rolled back. Only when no worker has ever become ready does
+    /// the master give up.
+    /// </summary>
+    private void StartFailed(int index, int workerGeneration, string what)
+    {
+        int failed = failures[index] = failures.GetValueOrDefault(index) + 1;
         long delay = Math.Min(BackoffMaxMs, BackoffFirstMs << Math.Min(failed - 1, 20));
-        startAt[worker.Index] = now + delay;
+        startAt[index] = Environment.TickCount64 + delay;
         failedStartsInARow++;
 
         // No worker has ever become ready and several in a row failed: the configuration or
         // the program is broken, and retrying forever would only hide it.
         if (!poolReadyLogged && failedStartsInARow >= Math.Max(3, target) && !workers.Any(w => w.Ready))
-            GiveUp($"no worker could start (the last one, worker {worker.Index}, {Describe(status)} before it was ready; see its message above)");
+            GiveUp($"no worker could start (the last one, {what})");
+        else if (previousSettings is not null && workerGeneration == generation && !generationReady
+                 && ++generationFailures >= FailedStartsBeforeRollback)
+            RollBack();
         else
-            Log.Info($"worker {worker.Index} failed to start; next try in {delay} ms");
+            Log.Info($"worker {index} failed to start; next try in {delay} ms");
     }
 
     /// <summary>PID 1: reap the orphans that are not our workers or our new master.</summary>
@@ -288,6 +322,7 @@ internal sealed partial class Master
         {
             if (!serving.Any(w => w.Index == index) && now >= startAt.GetValueOrDefault(index))
                 Spawn(index, replaces: null);
+            if (state != State.Running) return; // given up
         }
 
         bool replacing = serving.Any(w => w.Replaces is { Stopping: false });
@@ -327,7 +362,10 @@ internal sealed partial class Master
         }
         catch (Exception e) when (e is Win32Exception or IOException or InvalidOperationException)
         {
-            GiveUp($"cannot start a worker from {program}: {e.Message}");
+            // The program gone or not executable, no more processes allowed (EAGAIN), no memory:
+            // the workers that serve go on, and this one is tried again later.
+            Log.Info($"cannot start a worker from {program}: {e.Message}");
+            StartFailed(index, generation, $"worker {index}, could not be started: {e.Message}");
             return;
         }
 
@@ -384,6 +422,22 @@ internal sealed partial class Master
             Posix.Kill(w.Pid, (int)Signum.SIGKILL);
             w.LastHeartbeat = long.MaxValue / 2; // once
         }
+    }
+
+    /// <summary>
+    /// The loop came back <paramref name="late"/> ms later than it asked to: this master was
+    /// not running (or was blocked). Its workers may have beaten all along, in lines not read
+    /// yet: the clocks that judge them (and a new master, and a stop) move on by that time.
+    /// </summary>
+    private void ForgiveStall(long late)
+    {
+        long now = Environment.TickCount64;
+        foreach (WorkerProcess w in workers.Where(w => w.LastHeartbeat <= now)) // not one already killed
+            w.LastHeartbeat = Math.Min(now, w.LastHeartbeat + late);
+        if (newMasterDeadline != long.MaxValue) newMasterDeadline += late;
+        if (killAt != long.MaxValue && state != State.Running) killAt += late;
+        if (late >= 1000)
+            Log.Info($"this master was held up for {late / 1000.0:0.0}s (stopped, blocked or short of CPU); that time does not count against its workers");
     }
 
     private int MillisecondsUntilNextDeadline()

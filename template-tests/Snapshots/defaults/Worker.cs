@@ -1,17 +1,19 @@
 namespace MyServer;
 
 using System;
+using System.Collections.Generic;
 using System.Diagnostics;
 using System.IO;
 using System.Net.Sockets;
 using System.Threading;
+using Microsoft.Win32.SafeHandles;
 using Mono.Unix.Native;
 
 /// <summary>
 /// A worker process. It accepts on the listening socket inherited from the master with a
 /// blocking accept() on one thread (Linux wakes blocked acceptors one at a time, in turn,
-/// which spreads connections evenly over the workers) and serves each connection on the
-/// thread pool.
+/// which spreads connections evenly over the workers) and hands each connection to
+/// HandlerHost.cs, which serves it with Handler.cs on the thread pool.
 /// </summary>
 internal sealed class Worker
 {
@@ -21,6 +23,8 @@ internal sealed class Worker
     /// <summary>An idle accept() returns this often, so the accepting thread notices a stop.</summary>
     private static readonly TimeSpan AcceptWake = TimeSpan.FromMilliseconds(500);
     private const long HeartbeatMs = 500;
+    /// <summary>A thread pool that has not run the heartbeat for this long is stuck: stop accepting.</summary>
+    private const long PoolStallMs = 1000;
     private static readonly TimeSpan HandshakeGrace = TimeSpan.FromMilliseconds(100);
 
     /// <summary>
@@ -33,7 +37,7 @@ internal sealed class Worker
 
     private readonly Settings settings;
     private readonly int listenFd;
-    private readonly Handler handler;
+    private readonly HandlerHost host;
     private readonly int capacity;                 // connections at once: --max-connections, or fewer if ulimit -n says so
     private readonly string capacityReason;
     private readonly SemaphoreSlim slots;          // free connection slots (capacity)
@@ -50,13 +54,14 @@ internal sealed class Worker
     private volatile bool serveWholeQueue;        // no one else will serve the queue: the last holder, or the master is gone
     private int stopRequested;                    // Stop comes from the signal, pipe and accepting threads: once
     private int exiting;
+    private int heartbeatQueued;                  // a heartbeat waits for the thread pool
+    private bool poolStalled;
 
     private Worker(Settings settings, int listenFd, int index, long fileLimit)
     {
         this.settings = settings;
         this.listenFd = listenFd;
-        Deadlines.Use(settings);
-        handler = new Handler(settings, index);
+        host = new HandlerHost(settings, index, listenFd, Closed, () => Stop("the application stopped: finishing connections, then exiting"));
         // Every connection is a descriptor. What is open now (the runtime's own files, the
         // pipes, the socket) stays open; SpareFiles more may be needed later.
         long byLimit = fileLimit - Posix.OpenFileCount() - SpareFiles;
@@ -74,16 +79,63 @@ internal sealed class Worker
         if (!int.TryParse(indexText, out int index)) index = -1;
         Log.AsWorker(index);
 
+        // The control pipes (ControlPipe.cs) come as our standard input and output. They move,
+        // first thing, to descriptors of our own that a child process (one the handler starts)
+        // does not inherit; standard input becomes /dev/null and standard output the log, so
+        // such a child holds no pipe of ours, and whatever is written to the console (by the
+        // handler, its constructor included, or by a child) goes to the log, not to the master.
+        Stream pipeToMaster;
+        try
+        {
+            var fromMaster = new FileStream(new SafeFileHandle(Posix.DuplicateForSelf(0), ownsHandle: true), FileAccess.Read, 1);
+            pipeToMaster = new FileStream(new SafeFileHandle(Posix.DuplicateForSelf(1), ownsHandle: true), FileAccess.Write, 1);
+            Posix.RedirectToNull(0);
+            Posix.Redirect(1, 2);
+            Console.SetOut(Console.Error);
+            // From now on, end-of-file on the pipe (the master is gone) ends this worker, even
+            // while it is still starting.
+            new Thread(() => WatchMaster(fromMaster)) { IsBackground = true, Name = "master pipe" }.Start();
+        }
+        catch (Exception e) when (e is InvalidOperationException or IOException)
+        {
+            Log.Info($"cannot take over the pipes from the master: {e.Message}");
+            return ExitCodes.Failure;
+        }
+
         // The listening socket: the master passed its number; make sure it is what we expect.
         if (!int.TryParse(fdText, out int fd) || fd < 0)
             return Fail($"{ListenFdVariable}='{fdText}' is not a file descriptor number");
         if (Posix.WrapListeningTcp(fd, out Socket? listener) is string problem)
             return Fail("inherited " + problem);
         listener!.Dispose(); // only a check: the descriptor is not the wrapper's to close
-        Environment.SetEnvironmentVariable(ListenFdVariable, null); // not for the handler's child processes
+        // The settings (PREFORK_*) and the socket's number are this worker's, not for the
+        // handler's child processes (another server of this kind would take them as its own).
+        foreach (string variable in Environment.GetEnvironmentVariables().Keys)
+            if (variable.StartsWith("PREFORK_", StringComparison.Ordinal)) Environment.SetEnvironmentVariable(variable, null);
+        try
+        {
+            // Ours alone: a child process of the handler must not keep the port open after we exit.
+            Posix.KeepFromChildren(fd);
+            EnsureBlocking(fd);
+        }
+        catch (InvalidOperationException e)
+        {
+            return Fail("inherited " + e.Message);
+        }
 
-        var worker = new Worker(settings, fd, index, fileLimit);
+        var worker = new Worker(settings, fd, index, fileLimit) { toMaster = pipeToMaster };
         return worker.Serve();
+    }
+
+    /// <summary>
+    /// accept() must wait (with SO_RCVTIMEO) for a connection: on a socket handed over
+    /// non-blocking (systemd's NonBlocking=yes) it would return at once, and an idle worker
+    /// would spin. The flag is shared by every process that holds the socket.
+    /// </summary>
+    private static void EnsureBlocking(int fd)
+    {
+        if (Posix.MakeBlocking(fd))
+            Log.Info("the listening socket was non-blocking (O_NONBLOCK); made it blocking, as accept() here expects");
     }
 
     private static int Fail(string message)
@@ -108,15 +160,13 @@ internal sealed class Worker
                 Stop($"{Posix.NameOf(signal)}: finishing {Volatile.Read(ref inFlight)} connection(s), then exiting");
         });
 
-        // The control pipe is our standard input (ControlPipe.cs): "stop" and "last" ask for a
-        // graceful stop, end-of-file means the master is gone. Standard output carries our
-        // messages to the master, so console output goes to the log instead.
-        toMaster = Console.OpenStandardOutput();
-        Console.SetOut(Console.Error);
-        new Thread(WatchMaster) { IsBackground = true, Name = "master pipe" }.Start();
+        // The master's commands ("stop", "last-holder", end-of-file) come to this worker from now on;
+        // any that came while it was being made are followed now.
+        Attach(this);
 
         Posix.SetAcceptTimeout(listenFd, AcceptWake);
         if (capacity < settings.MaxConnections) Log.Info($"serving at most {capacity} connections at once: {capacityReason}");
+        host.Start();
         Tell(ControlPipe.Ready);
 
         AcceptLoop();
@@ -124,6 +174,7 @@ internal sealed class Worker
 
         // Drain: the connections already accepted get their full answer.
         var draining = Stopwatch.StartNew();
+        host.Finish(settings.ShutdownTimeout);
         while (Volatile.Read(ref inFlight) > 0 && draining.Elapsed < settings.ShutdownTimeout)
             Thread.Sleep(10);
         int left = Volatile.Read(ref inFlight);
@@ -136,13 +187,26 @@ internal sealed class Worker
         bool warnedNoFds = false;
         while (!stopping)
         {
-            // The heartbeat comes from this thread, which accepts and starts every connection:
-            // a worker stuck here (a handler that blocks) falls silent and the master replaces it.
+            // The heartbeat goes through the thread pool, which runs every handler after its
+            // first await: a worker whose pool runs nothing (handlers that block all its
+            // threads) falls silent, and the master replaces it; so does one whose accepting
+            // thread is stuck (a handler that blocks before its first await).
             long now = Environment.TickCount64;
-            if (now - lastHeartbeat >= HeartbeatMs)
+            if (now - lastHeartbeat >= HeartbeatMs && Interlocked.Exchange(ref heartbeatQueued, 1) == 0)
             {
                 lastHeartbeat = now;
-                Tell(Heartbeat());
+                ThreadPool.UnsafeQueueUserWorkItem(_ =>
+                {
+                    Tell(Heartbeat());
+                    Volatile.Write(ref heartbeatQueued, 0);
+                }, null);
+            }
+            // Connections accepted now would wait for a thread with no one to serve them:
+            // leave them to the kernel, for another worker.
+            if (PoolStalled(now))
+            {
+                Thread.Sleep(100);
+                continue;
             }
 
             // A full worker stops accepting, so the kernel hands the next connection to another.
@@ -159,8 +223,13 @@ internal sealed class Worker
             slots.Release();
             switch (error)
             {
-                case Errno.EAGAIN or Errno.EINTR or Errno.ECONNABORTED:
-                    break; // woke up without a connection (timeout, signal, client gave up)
+                case Errno.EAGAIN:
+                    // Woke up without a connection (the accept timeout). Someone may have made the
+                    // shared socket non-blocking since: then accept() no longer waits at all.
+                    EnsureBlocking(listenFd);
+                    break;
+                case Errno.EINTR or Errno.ECONNABORTED:
+                    break; // woke up without a connection (signal, client gave up)
                 case Errno.EMFILE or Errno.ENFILE or Errno.ENOBUFS or Errno.ENOMEM:
                     // The kernel keeps the connection queued for another worker, or for us later.
                     if (!warnedNoFds) Log.Info($"accept: {error} (out of descriptors or memory: {Posix.OpenFileCount()} open, {inFlight} connections); pausing accepts");
@@ -173,6 +242,20 @@ internal sealed class Worker
                     break;
             }
         }
+    }
+
+    /// <summary>True while the last heartbeat has waited for the thread pool over <see cref="PoolStallMs"/>; logs when that begins and ends.</summary>
+    private bool PoolStalled(long now)
+    {
+        bool stalled = Volatile.Read(ref heartbeatQueued) == 1 && now - lastHeartbeat > PoolStallMs;
+        if (stalled != poolStalled)
+        {
+            poolStalled = stalled;
+            Log.Info(stalled
+                ? $"the thread pool has run nothing for {PoolStallMs} ms (requests blocking its threads?); not accepting until it does"
+                : "the thread pool runs again; accepting");
+        }
+        return stalled;
     }
 
     private string Heartbeat() =>
@@ -214,10 +297,7 @@ internal sealed class Worker
             retireSent = true;
             Tell(ControlPipe.Retire);
         }
-        // The handler starts here, on the accepting thread, and goes on on the thread pool at
-        // its first await that has to wait. A greeting is written at once, so most
-        // connections cost no thread switch at all.
-        _ = ServeAsync(client);
+        host.Serve(client);
     }
 
     /// <summary>A connection has closed: its slot is free.</summary>
@@ -228,12 +308,16 @@ internal sealed class Worker
     }
 
     /// <summary>
-    /// Stopping for good: first serve the connections already waiting in the kernel's queue
-    /// (within --shutdown-timeout; as many as wait now, the other holders of the socket take
-    /// their share, or all of them for the last holder), then close this worker's descriptor of
-    /// the listening socket. Once the last process that holds the socket has closed it, new
-    /// clients are refused at once instead of being accepted by the kernel and reset when the
-    /// last worker exits. Runs on the accepting thread, after its last accept().
+    /// Stopping for good: first serve the connections already waiting in the kernel's queue,
+    /// then close this worker's descriptor of the listening socket. The last holder (or every
+    /// worker, once the master is gone) serves the whole queue, within --shutdown-timeout. Any
+    /// other serves what waits now, with the slots it has free now and for a tenth of
+    /// --shutdown-timeout at most: the holders that stay take the rest, and the last holder,
+    /// which the master names only once every other has released the socket, must not hear it
+    /// too late to serve the queue before the timeout. Once the last process that holds the
+    /// socket has closed it, new clients are refused at once instead of being accepted by the
+    /// kernel and reset when the last worker exits. Runs on the accepting thread, after its
+    /// last accept().
     /// </summary>
     private void DrainQueueThenRelease()
     {
@@ -246,12 +330,19 @@ internal sealed class Worker
         }
         // Replaced, or stopped by a signal while a last holder will follow: what waits now. Else
         // (the last holder, or every worker on its own once the master is gone) until it is empty.
-        int queued = !serveWholeQueue && Posix.QueuedConnections(listenFd) is >= 0 and int now ? now : settings.Backlog;
+        bool whole = serveWholeQueue;
+        int queued = !whole && Posix.QueuedConnections(listenFd) is >= 0 and int now ? now : settings.Backlog;
+        TimeSpan bound = whole ? settings.ShutdownTimeout : settings.ShutdownTimeout / 10;
         var limit = Stopwatch.StartNew();
         int drained = 0;
-        while (drained < queued && limit.Elapsed < settings.ShutdownTimeout && Posix.HasPendingConnection(listenFd))
+        while (drained < queued && limit.Elapsed < bound && Posix.HasPendingConnection(listenFd))
         {
-            if (!slots.Wait(AcceptWake)) continue;
+            if (!slots.Wait(0))
+            {
+                if (!whole) break; // full: the other holders serve what waits
+                host.MakeRoom(); // full, and the queue is ours to serve
+                if (!slots.Wait(AcceptWake)) continue;
+            }
             // Another process may take the connection first: accept() then waits at most AcceptWake.
             int client = Posix.Accept(listenFd, out _);
             if (client < 0)
@@ -267,41 +358,64 @@ internal sealed class Worker
         if (drained > 0) Log.Info($"served {drained} queued connection(s) before releasing the listening socket");
     }
 
-    private async System.Threading.Tasks.Task ServeAsync(int fd)
+    // The master's commands go to the worker once it is made (Attach); until then they wait
+    // here, and end-of-file (the master is gone) ends the process at once.
+    private static readonly object commandsGate = new();
+    private static Worker? commanded;
+    private static readonly List<string> early = [];
+
+    /// <summary>Reads the master's pipe, from the start of the process to its end-of-file.</summary>
+    private static void WatchMaster(Stream pipe)
     {
-        var client = new Connection(fd);
         try
         {
-            await handler.HandleAsync(client, Deadlines.Write());
+            using var fromMaster = new StreamReader(pipe);
+            while (fromMaster.ReadLine() is string command) Command(command);
         }
-        catch (Exception e) when (e is SocketException or OperationCanceledException or IOException)
+        catch (IOException) { }
+        Command(null);
+    }
+
+    /// <summary>A line from the master, or null for end-of-file.</summary>
+    private static void Command(string? command)
+    {
+        lock (commandsGate)
         {
-            // The client reset the connection or was slower than --write-timeout: drop it.
-        }
-        catch (Exception e)
-        {
-            Log.Info($"handler failed: {e}");
-        }
-        finally
-        {
-            client.Close();
-            Closed();
+            if (commanded is Worker worker) worker.Follow(command);
+            else if (command is not null) early.Add(command);
+            else
+            {
+                // No master: no one would stop this worker, nor read that it is ready.
+                Log.Info("the master is gone before this worker was ready: exiting");
+                Environment.Exit(ExitCodes.Ok);
+            }
         }
     }
 
-    private void WatchMaster()
+    private static void Attach(Worker worker)
     {
-        using var fromMaster = new StreamReader(Console.OpenStandardInput());
-        try
+        lock (commandsGate)
         {
-            while (fromMaster.ReadLine() is string command)
-            {
-                if (command == ControlPipe.Stop) Stop("asked to stop: finishing connections, then exiting");
-                if (command == ControlPipe.Last) Stop("asked to stop last: serving the queue, then refusing new connections", last: true, wholeQueue: true);
-            }
+            commanded = worker;
+            foreach (string command in early) worker.Follow(command);
+            early.Clear();
         }
-        catch (IOException) { }
-        Stop("the master is gone: finishing connections, then exiting", wholeQueue: true);
+    }
+
+    private void Follow(string? command)
+    {
+        switch (command)
+        {
+            case ControlPipe.Stop:
+                Stop("asked to stop: finishing connections, then exiting");
+                break;
+            case ControlPipe.LastHolder:
+                Stop("asked to stop as the last holder: serving the queue, then refusing new connections", last: true, wholeQueue: true);
+                break;
+            case null:
+                Stop("the master is gone: finishing connections, then exiting", wholeQueue: true);
+                break;
+        }
     }
 
     /// <summary>Sends one line to the master.</summary>
@@ -314,6 +428,6 @@ internal sealed class Worker
         serveWholeQueue = wholeQueue;
         stopping = true;
         Log.Info(why);
-        Deadlines.Stop(); // connections waiting idle for a next request or line are closed now
+        host.BeginStop();
     }
 }

@@ -6,10 +6,11 @@ using System.IO;
 using System.Text;
 
 /// <summary>
-/// The lines that travel on the pipes between the master and a worker, for both ends.
-/// Master to worker (the worker's standard input): <see cref="Stop"/>, <see cref="Last"/>;
-/// end-of-file means the master is gone. Worker to master (the worker's standard output):
-/// <see cref="Ready"/>, a heartbeat, <see cref="Retire"/>, <see cref="Released"/>. A new master
+/// The lines that travel on the pipes between the master and a worker, for both ends. A worker
+/// starts with them as its standard input and output, and moves them away first thing
+/// (Worker.cs). Master to worker: <see cref="Stop"/>, <see cref="LastHolder"/>; end-of-file
+/// means the master is gone. Worker to master: <see cref="Ready"/>, a heartbeat,
+/// <see cref="Retire"/>, <see cref="Released"/>. A new master
 /// started by USR2 says <see cref="Ready"/> to the old one the same way.
 /// </summary>
 internal static class ControlPipe
@@ -17,8 +18,8 @@ internal static class ControlPipe
     /// <summary>Master to worker: stop accepting, serve what is queued, release the socket, finish, exit.</summary>
     public const string Stop = "stop";
 
-    /// <summary>Master to worker: as <see cref="Stop"/>, but no other process holds the listening socket.</summary>
-    public const string Last = "last";
+    /// <summary>Master to worker: as <see cref="Stop"/>, but no other process holds the listening socket: you are its last holder.</summary>
+    public const string LastHolder = "last-holder";
 
     /// <summary>Worker (or new master) to master: accepting now.</summary>
     public const string Ready = "ready";

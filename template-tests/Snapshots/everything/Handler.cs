@@ -5,7 +5,7 @@ using Microsoft.AspNetCore.Http;
 
 /// <summary>
 /// What the server answers: THIS IS THE FILE TO EDIT.
-/// Every worker process runs one ASP.NET Core application (HttpWorker.cs) on the connections
+/// Every worker process runs one ASP.NET Core application (HandlerHost.cs) on the connections
 /// it accepts; this is its Program.cs: the services, the middleware and the endpoints of a
 /// minimal API. Each worker runs these once, when it starts, before it accepts.
 /// Requests run on the worker's thread pool: await slow work (Task.Delay, database calls),

@@ -18,21 +18,24 @@ internal sealed partial class Master
     /// </summary>
     private void BeginStop(bool graceful, Signum relay = Signum.SIGTERM)
     {
-        state = graceful ? State.Stopping : State.Quitting;
+        state = graceful ? State.GracefulStop : State.QuickStop;
         killAt = Environment.TickCount64 + (long)settings.ShutdownTimeout.TotalMilliseconds;
         ReleaseListener(); // no more workers will start: the workers' own descriptors are the last
         if (!retiring) systemd.Notify("STOPPING=1");
         if (graceful)
         {
-            // When the whole server stops (not a USR2 hand-over, not a socket that systemd keeps
-            // listening on), one worker keeps accepting while the others serve their share of the
-            // queue and release the socket; then it is told it is the last holder (TellKeeperIfLast).
-            keeper = retiring || newMaster is not null || systemdSocket ? null : workers.FirstOrDefault(w => w.Ready);
+            // When the whole server stops (not while an upgrade is under way, whichever master
+            // stops: the other one serves on; not a socket that systemd keeps listening on), one
+            // worker keeps accepting while the others serve their share of the queue and release
+            // the socket; then it is told it is the last holder (TellLastHolderIfAlone). It must be one
+            // that still accepts: not one already stopping (replaced by a HUP, say).
+            lastHolder = UpgradeUnderWay || systemdSocket ? null : workers
+                .Where(w => w.Ready && !w.Stopping).OrderByDescending(w => w.Generation).FirstOrDefault();
             // Relay the signal; a worker that does not handle it (--signals) is asked over its pipe.
             bool handled = settings.Signals.Contains(relay.ToString()[3..]);
             foreach (WorkerProcess worker in workers)
             {
-                if (worker == keeper) continue;
+                if (worker == lastHolder) continue;
                 if (!handled) StopWorker(worker);
                 else
                 {
@@ -43,27 +46,27 @@ internal sealed partial class Master
         }
         else
         {
-            keeper = null;
+            lastHolder = null;
             KillAll(QuickStopSignal, null);
         }
-        TellKeeperIfLast();
+        TellLastHolderIfAlone();
     }
 
     /// <summary>
     /// A graceful stop of the whole server: once every other worker has released the listening
-    /// socket, the keeper is its last holder. It holds back new connections, serves the queue to
+    /// socket, the worker kept accepting is its last holder. It holds back new connections, serves the queue to
     /// its end and releases the socket, so nothing is left in the queue to reset, and the
     /// clients that come after are refused at once.
     /// </summary>
-    private void TellKeeperIfLast()
+    private void TellLastHolderIfAlone()
     {
-        if (keeper is null || workers.Any(w => w != keeper && !w.Released)) return;
-        if (!keeper.Reaped)
+        if (lastHolder is null || workers.Any(w => w != lastHolder && !w.Released)) return;
+        if (!lastHolder.Reaped)
         {
-            keeper.Stopping = true;
-            keeper.Tell(ControlPipe.Last);
+            lastHolder.Stopping = true;
+            lastHolder.Tell(ControlPipe.LastHolder);
         }
-        keeper = null;
+        lastHolder = null;
     }
 
     /// <summary>

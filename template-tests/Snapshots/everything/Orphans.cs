@@ -5,7 +5,6 @@ using System.Collections.Generic;
 using System.Globalization;
 using System.IO;
 using System.Linq;
-using Mono.Unix.Native;
 
 /// <summary>
 /// PID 1 in a container (or a PID namespace) inherits the orphans of every process in it and
@@ -18,7 +17,7 @@ internal static class Orphans
     public static void ReapAllBut(ISet<int> ours)
     {
         foreach (int pid in ZombieChildren().Where(pid => !ours.Contains(pid)))
-            Syscall.waitpid(pid, out _, WaitOptions.WNOHANG);
+            Posix.Reap(pid);
     }
 
     private static IEnumerable<int> ZombieChildren()

@@ -132,7 +132,20 @@ internal static class Posix
         }
     }
 
-    private const int SolSocket = 1, SoAttachFilter = 26;
+    /// <summary>
+    /// Undoes <see cref="StopNewConnections"/> for every process that holds the socket: removes
+    /// the socket filter (SO_DETACH_FILTER), so that new clients are taken again. A master that
+    /// goes on serving after an upgrade failed or was stopped calls it: a new master's worker
+    /// may have set the filter before it went. No filter there (ENOENT) is fine.
+    /// </summary>
+    public static void AllowNewConnections(int fd)
+    {
+        int unused = 0;
+        if (setsockopt(fd, SolSocket, SoDetachFilter, ref unused, sizeof(int)) < 0 && Stdlib.GetLastError() != Errno.ENOENT)
+            Log.Info($"cannot remove the filter of new connections (SO_DETACH_FILTER): {Stdlib.GetLastError()}");
+    }
+
+    private const int SolSocket = 1, SoAttachFilter = 26, SoDetachFilter = 27;
 
     private readonly record struct SockFilter(ushort Code, byte JumpTrue, byte JumpFalse, uint K);
 
@@ -140,6 +153,9 @@ internal static class Posix
 
     [DllImport("libc", SetLastError = true)]
     private static extern int setsockopt(int fd, int level, int name, ref SockFprog value, int length);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int setsockopt(int fd, int level, int name, ref int value, int length);
 
     /// <summary>
     /// How many connections wait in the listening socket's queue now: for a listening socket,
@@ -207,6 +223,66 @@ internal static class Posix
     }
 
     /// <summary>
+    /// The opposite of <see cref="Inherit"/>: the descriptor is closed when this process runs
+    /// another program, so a child process of the handler never holds it. The flag belongs to
+    /// this process's descriptor only; the master's own copy stays inheritable.
+    /// </summary>
+    public static void KeepFromChildren(int fd)
+    {
+        int flags = Syscall.fcntl(fd, FcntlCommand.F_GETFD);
+        if (flags < 0 || Syscall.fcntl(fd, FcntlCommand.F_SETFD, flags | 1 /* FD_CLOEXEC */) < 0)
+            throw new InvalidOperationException($"fcntl({fd}): {Stdlib.GetLastError()}");
+    }
+
+    /// <summary>
+    /// A new descriptor for what <paramref name="fd"/> is, closed when this process runs another
+    /// program, and nowhere near the standard ones (0, 1, 2).
+    /// </summary>
+    public static int DuplicateForSelf(int fd)
+    {
+        int copy = Syscall.fcntl(fd, FcntlCommand.F_DUPFD, 3);
+        if (copy < 0) throw new InvalidOperationException($"fcntl({fd}, F_DUPFD): {Stdlib.GetLastError()}");
+        KeepFromChildren(copy);
+        return copy;
+    }
+
+    /// <summary>Makes descriptor <paramref name="target"/> another name for <paramref name="fd"/> (dup2).</summary>
+    public static void Redirect(int target, int fd)
+    {
+        if (Syscall.dup2(fd, target) < 0)
+            throw new InvalidOperationException($"dup2({fd}, {target}): {Stdlib.GetLastError()}");
+    }
+
+    /// <summary>Makes descriptor <paramref name="target"/> read end-of-file and swallow writes (/dev/null).</summary>
+    public static void RedirectToNull(int target)
+    {
+        int devNull = Syscall.open("/dev/null", OpenFlags.O_RDWR);
+        if (devNull < 0) throw new InvalidOperationException($"open(/dev/null): {Stdlib.GetLastError()}");
+        if (devNull == target) return;
+        try { Redirect(target, devNull); }
+        finally { Syscall.close(devNull); }
+    }
+
+    /// <summary>
+    /// Makes accept() on this socket wait (clears O_NONBLOCK), as the accepting thread expects:
+    /// a socket handed over non-blocking (systemd's NonBlocking=yes) would make every idle
+    /// accept() return at once, and the thread spin. The flag belongs to the socket as every
+    /// process holding it shares it, so it is set for all of them. Returns false if the flag was
+    /// already clear.
+    /// </summary>
+    public static bool MakeBlocking(int fd)
+    {
+        int flags = Syscall.fcntl(fd, FcntlCommand.F_GETFL);
+        if (flags < 0) throw new InvalidOperationException($"fcntl({fd}, F_GETFL): {Stdlib.GetLastError()}");
+        if ((flags & ONonblock) == 0) return false;
+        if (Syscall.fcntl(fd, FcntlCommand.F_SETFL, flags & ~ONonblock) < 0)
+            throw new InvalidOperationException($"fcntl({fd}, F_SETFL): {Stdlib.GetLastError()}");
+        return true;
+    }
+
+    private const int ONonblock = 0x800; // O_NONBLOCK on Linux (x64 and arm64)
+
+    /// <summary>
     /// Makes a blocking accept() on this socket give up after <paramref name="timeout"/>
     /// (SO_RCVTIMEO). The setting belongs to the socket, so it holds for every worker.
     /// </summary>
@@ -251,6 +327,57 @@ internal static class Posix
 
     [DllImport("libc", SetLastError = true)]
     private static extern int accept4(int fd, IntPtr address, IntPtr addressLength, int flags);
+
+    /// <summary>
+    /// Writes all of <paramref name="data"/> to <paramref name="fd"/> with write(2), going on
+    /// after a signal (EINTR) and waiting with poll(2) while a non-blocking pipe is full (EAGAIN).
+    /// False if it could not (ENOSPC, EIO, EPIPE, ...): never an exception.
+    /// </summary>
+    public static bool WriteAll(int fd, ReadOnlySpan<byte> data)
+    {
+        while (!data.IsEmpty)
+        {
+            nint written = write(fd, ref MemoryMarshal.GetReference(data), data.Length);
+            if (written > 0)
+            {
+                data = data[(int)written..];
+                continue;
+            }
+            Errno error = written < 0 ? NativeConvert.ToErrno(Marshal.GetLastPInvokeError()) : Errno.EIO;
+            if (error == Errno.EINTR) continue;
+            if (error == Errno.EAGAIN && WaitUntilWritable(fd)) continue;
+            return false;
+        }
+        return true;
+    }
+
+    private static bool WaitUntilWritable(int fd)
+    {
+        var poll = new[] { new Pollfd { fd = fd, events = PollEvents.POLLOUT } };
+        int ready;
+        while ((ready = Syscall.poll(poll, -1)) < 0 && Stdlib.GetLastError() == Errno.EINTR) { } // a signal: wait on
+        return ready > 0 && (poll[0].revents & PollEvents.POLLOUT) != 0;
+    }
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern nint write(int fd, ref byte data, nint count);
+
+    /// <summary>Null if this process may run <paramref name="path"/> (access(2), X_OK); else why not.</summary>
+    public static string? CannotExecute(string path) =>
+        Syscall.access(path, AccessModes.X_OK) == 0 ? null : Stdlib.GetLastError().ToString();
+
+    /// <summary>True if anything has that name, a dangling symbolic link included (lstat(2)).</summary>
+    public static bool NameExists(string path) => Syscall.lstat(path, out _) == 0;
+
+    /// <summary>True if <paramref name="path"/> is a regular file (stat(2): not a FIFO, device or directory).</summary>
+    public static bool IsRegularFile(string path) =>
+        Syscall.stat(path, out Stat status) == 0 && (status.st_mode & FilePermissions.S_IFMT) == FilePermissions.S_IFREG;
+
+    /// <summary>This process's parent (getppid(2)): after the parent has exited, a process that adopted it.</summary>
+    public static int ParentPid() => Syscall.getppid();
+
+    /// <summary>Waits for a child that has exited, without blocking (waitpid(2), WNOHANG).</summary>
+    public static void Reap(int pid) => Syscall.waitpid(pid, out _, WaitOptions.WNOHANG);
 
     private static PosixSignal ToPosixSignal(Signum signum) => signum switch
     {

@@ -28,7 +28,7 @@ public static class Program
         long fileLimit = Posix.RaiseFileLimit();
         if (fileLimit < MinimumFileLimit)
         {
-            Console.Error.WriteLine($"{name}: the limit of open files (ulimit -n) is {fileLimit}; the server needs at least {MinimumFileLimit}");
+            Say(StandardError, $"{name}: the limit of open files (ulimit -n) is {fileLimit}; the server needs at least {MinimumFileLimit}\n");
             return ExitCodes.Usage;
         }
         bool isWorker = args is ["--worker", _] && Environment.GetEnvironmentVariable(Worker.ListenFdVariable) is not null;
@@ -40,18 +40,18 @@ public static class Program
         }
         catch (UsageException e)
         {
-            Console.Error.WriteLine($"{name}: {e.Message}");
+            Say(StandardError, $"{name}: {e.Message}\n");
             return ExitCodes.Usage;
         }
 
         if (settings.ShowHelp)
         {
-            Console.Out.Write(Settings.Help(name));
+            Say(StandardOutput, Settings.Help(name));
             return ExitCodes.Ok;
         }
         if (settings.ShowVersion)
         {
-            Console.Out.WriteLine($"{name} {Settings.Version()}");
+            Say(StandardOutput, $"{name} {Settings.Version()}\n");
             return ExitCodes.Ok;
         }
 
@@ -67,4 +67,12 @@ public static class Program
             return ExitCodes.Failure;
         }
     }
+
+    private const int StandardOutput = 1, StandardError = 2;
+
+    /// <summary>
+    /// Writes to standard output or error before the log is set up. A full disk or a reader that
+    /// is gone loses the text, but never turns a clear exit code into a crash.
+    /// </summary>
+    private static void Say(int fd, string text) => Posix.WriteAll(fd, System.Text.Encoding.UTF8.GetBytes(text));
 }

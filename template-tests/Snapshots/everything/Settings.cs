@@ -9,17 +9,6 @@ using System.Net;
 using System.Reflection;
 using System.Text;
 
-/// <summary>Exit codes of the master (and of workers); README.md lists them too.</summary>
-public static class ExitCodes
-{
-    public const int Ok = 0;             // stopped as asked
-    public const int Failure = 1;        // unexpected error: see the log
-    public const int Usage = 2;          // a bad option or value
-    public const int CannotListen = 3;   // the address or port cannot be bound (in use, no permission)
-    public const int WorkersFailed = 4;  // no worker could start
-    public const int BadSocket = 5;      // a worker was not handed a listening TCP socket
-}
-
 /// <summary>A bad option or value; the message names the option and what it accepts, on one printable line.</summary>
 public sealed class UsageException(string message) : Exception(Settings.Printable(message));
 
@@ -75,8 +64,8 @@ public sealed class Settings
             (s, v) => s.Host = Address(v), s => s.Host.ToString()),
         new("port", "TCP port to listen on, 0 to 65535 (0: any free port, logged)",
             (s, v) => s.Port = Int("port", v, 0, 65535), s => Str(s.Port)),
-        new("greeting", "text sent to each client, then a newline; {pid} and {worker} are replaced",
-            (s, v) => s.Greeting = v, s => s.Greeting),
+        new("greeting", "text sent to each client, then a newline; {pid} and {worker} are replaced; at most 16384 bytes of UTF-8",
+            (s, v) => s.Greeting = Bounded(v, MaxGreetingBytes, "a greeting"), s => s.Greeting),
         new("backlog", "length of the kernel's queue of connections not yet accepted, 1 to 65535",
             (s, v) => s.Backlog = Int("backlog", v, 1, 65535), s => Str(s.Backlog)),
         new("defer-accept", "seconds the kernel holds a new connection until the client's first bytes arrive, before a worker accepts it (TCP_DEFER_ACCEPT; only for a handler that waits for the client to speak first), 0 (off) to 600",
@@ -85,13 +74,15 @@ public sealed class Settings
             (s, v) => s.MaxConnections = Int("max-connections", v, 1, 100_000), s => Str(s.MaxConnections)),
         new("shutdown-timeout", "seconds a graceful stop may take before workers are killed, 0 to 3600",
             (s, v) => s.ShutdownTimeout = TimeSpan.FromSeconds(Int("shutdown-timeout", v, 0, 3600)), s => Str((int)s.ShutdownTimeout.TotalSeconds)),
-        new("write-timeout", "seconds a client has to send a request's headers, and the grace before a request or response body slower than 240 bytes/s is cut (Kestrel's RequestHeadersTimeout and minimum data rates), 1 to 3600",
-            (s, v) => s.WriteTimeout = TimeSpan.FromSeconds(Int("write-timeout", v, 1, 3600)), s => Str((int)s.WriteTimeout.TotalSeconds)),
+        // 2 at least: Kestrel checks the data rates once a second and takes only a grace period
+        // longer than that; a worker given 1 would fail to start.
+        new("write-timeout", "seconds a client has to send a request's headers, and the grace before a request or response body slower than 240 bytes/s is cut (Kestrel's RequestHeadersTimeout and minimum data rates), 2 to 3600",
+            (s, v) => s.WriteTimeout = TimeSpan.FromSeconds(Int("write-timeout", v, 2, 3600)), s => Str((int)s.WriteTimeout.TotalSeconds)),
         new("idle-timeout", "seconds a kept-alive connection may wait for the client's next request before it is closed (Kestrel's KeepAliveTimeout), 1 to 3600",
             (s, v) => s.IdleTimeout = TimeSpan.FromSeconds(Int("idle-timeout", v, 1, 3600)), s => Str((int)s.IdleTimeout.TotalSeconds)),
         new("signals", "signals the server acts on, comma-separated, from " + string.Join(",", Posix.Signals.Keys),
             (s, v) => s.Signals = ParseSignals(v), s => string.Join(",", s.Signals)),
-        new("worker-timeout", "seconds a worker may go without a heartbeat (sent through its thread pool: requests that block every thread stop it) before it is killed and replaced, 2 to 3600",
+        new("worker-timeout", "seconds a worker may go without a heartbeat (sent through its thread pool: handlers that block every thread stop it) before it is killed and replaced, 2 to 3600",
             (s, v) => s.WorkerTimeout = TimeSpan.FromSeconds(Int("worker-timeout", v, 2, 3600)), s => Str((int)s.WorkerTimeout.TotalSeconds)),
         new("max-connections-per-worker", "a worker that has accepted this many is replaced, 0 (never) to 1000000000",
             (s, v) => s.MaxConnectionsPerWorker = Int("max-connections-per-worker", v, 0, 1_000_000_000), s => Str(s.MaxConnectionsPerWorker)),
@@ -100,7 +91,7 @@ public sealed class Settings
         new("upgrade-timeout", "seconds a new master (USR2) has to get all its workers ready, 1 to 3600",
             (s, v) => s.UpgradeTimeout = TimeSpan.FromSeconds(Int("upgrade-timeout", v, 1, 3600)), s => Str((int)s.UpgradeTimeout.TotalSeconds)),
         new("pid-file", "file the master writes its pid to; empty: none",
-            (s, v) => s.PidFile = v, s => s.PidFile),
+            (s, v) => s.PidFile = Bounded(v, MaxPathBytes, "a path"), s => s.PidFile),
         new("config", "file of name = value lines for these options, read at start and again on HUP; empty: none",
             (s, v) => s.ConfigFile = v, s => s.ConfigFile),
     ];
@@ -206,8 +197,7 @@ public sealed class Settings
                 throw new UsageException($"--config: '{path}' is a directory");
             if (!file.Exists)
                 throw new UsageException($"--config: '{path}' does not exist");
-            if (Mono.Unix.Native.Syscall.stat(path, out var status) != 0
-                || (status.st_mode & Mono.Unix.Native.FilePermissions.S_IFMT) != Mono.Unix.Native.FilePermissions.S_IFREG)
+            if (!Posix.IsRegularFile(path))
                 throw new UsageException($"--config: '{path}' is not a regular file");
             if (file.Length > MaxConfigBytes)
                 throw new UsageException($"--config: '{path}' is {file.Length} bytes, more than a configuration file of {MaxConfigBytes}");
@@ -232,6 +222,20 @@ public sealed class Settings
     }
 
     private const int MaxConfigBytes = 1 << 20;
+
+    // The master hands its settings to each worker in environment variables (PREFORK_*), and
+    // the kernel refuses to start a program with one longer than 128 KiB (E2BIG): no value may
+    // come near that, so that a worker can always be started with what the master accepted.
+    private const int MaxGreetingBytes = 16 * 1024;
+    private const int MaxPathBytes = 4096; // PATH_MAX
+
+    private static string Bounded(string value, int maxBytes, string what)
+    {
+        int bytes = Encoding.UTF8.GetByteCount(value);
+        if (bytes > maxBytes)
+            throw new UsageException($"{bytes} bytes of UTF-8, more than {what} may have ({maxBytes})");
+        return value;
+    }
 
     /// <summary>Text as it can go into one log line: control characters (NUL, newline, escape) written as \xNN.</summary>
     internal static string Printable(string text)
