@@ -440,16 +440,11 @@ public sealed partial class MasterFaultTests(TemplateFixture fixture, ITestOutpu
         return (answered, $"{answered} answered" + string.Concat(failed.Select(f => $", {f.Key} {f.Value}")));
     }
 
-    private static IReadOnlyList<Load.Failure> FailuresSince(Load load, TimeSpan from) => [.. load.Failures.Where(f => f.At >= from)];
+    private static IReadOnlyList<Failure> FailuresSince(Load load, TimeSpan from) => [.. load.Failures.Where(f => f.At >= from)];
 
     /// <summary>The load's failures from <paramref name="from"/> on, by kind (every kind named).</summary>
-    private static string Since(Load load, TimeSpan from)
-    {
-        IReadOnlyList<Load.Failure> failures = FailuresSince(load, from);
-        var kinds = new[] { Load.Refused, Load.Reset, Load.Empty, Load.Short, Load.Timeout }.Concat(failures.Select(f => f.Kind)).Distinct();
-        return $"{load.Succeeded} answered so far, failed since the fault: " + string.Join(", ", kinds.Select(k => $"{k} {failures.Count(f => f.Kind == k)}")) +
-            (failures.Count == 0 ? "" : "; first: " + string.Join("; ", failures.Take(3).Select(f => $"{f.Kind} {f.Detail}")));
-    }
+    private static string Since(Load load, TimeSpan from) =>
+        FailureLog.Summary(FailuresSince(load, from), $"{load.Succeeded} answered so far, failed since the fault");
 
     [GeneratedRegex(@"USR2: started new master (\d+)")]
     private static partial Regex StartedMasterLine();

@@ -16,7 +16,7 @@ namespace PreforkTemplates.Tests;
 /// What a worker must survive from its handler and from the socket it is handed: a handler
 /// that starts a child process and writes to the console, a handler that receives and sends
 /// at once, a listening socket handed over non-blocking, and stops while connections are on
-/// their way. Failed connections are counted by kind, as Load.cs names them.
+/// their way. Failed connections are counted by kind, as FailureLog.cs names them.
 /// </summary>
 [Collection("template")]
 public sealed partial class WorkerFaultTests(TemplateFixture fixture, ITestOutputHelper output)

@@ -11,7 +11,8 @@ namespace PreforkTemplates.Tests.Infrastructure;
 /// An HTTP load generator for tests, as wrk is: <c>clients</c> threads, each with one
 /// kept-alive connection at a time on which it sends GET / and reads the answer, over and
 /// over; the <c>perConnection</c>-th request says <c>Connection: close</c> and the client
-/// connects again, so new connections come all the time too. A request fails by kind:
+/// connects again, so new connections come all the time too. A request fails by the kinds of
+/// <see cref="FailureLog"/> and HTTP's own:
 /// <c>refused</c> (the connect), <c>reset</c> or <c>empty</c> (the connection was reset or
 /// closed before any byte of the answer), <c>short</c> (in the middle of it), <c>timeout</c>
 /// (no answer within 10 s), <c>status N</c> (not 200 with a greeting). A reused connection
@@ -23,8 +24,6 @@ namespace PreforkTemplates.Tests.Infrastructure;
 /// </summary>
 public sealed class HttpLoad : IDisposable
 {
-    public sealed record Failure(TimeSpan At, string Kind, string Detail);
-
     private sealed class Broken(string kind, string detail) : Exception(detail)
     {
         public string Kind { get; } = kind;
@@ -36,7 +35,7 @@ public sealed class HttpLoad : IDisposable
     private readonly Thread[] threads;
     private readonly Stopwatch clock = Stopwatch.StartNew();
     private readonly TimeSpan limit;
-    private readonly ConcurrentQueue<Failure> failures = new();
+    private readonly FailureLog failures;
     private readonly ConcurrentDictionary<int, int> perPid = new();
     private volatile bool stop;
     private long attempted, succeeded, stale, connections;
@@ -47,15 +46,16 @@ public sealed class HttpLoad : IDisposable
         this.perConnection = perConnection;
         this.resend = resend;
         this.limit = limit ?? TimeSpan.FromSeconds(60);
+        failures = new FailureLog(clock);
         threads = [.. Enumerable.Range(0, clients).Select(i => new Thread(Run) { IsBackground = true, Name = $"http load {i}" })];
         foreach (Thread thread in threads) thread.Start();
     }
 
-    public const string Refused = "refused", Reset = "reset", Empty = "empty", Short = "short", Timeout = "timeout";
+    public const string Refused = FailureLog.Refused, Reset = FailureLog.Reset, Empty = FailureLog.Empty, Short = FailureLog.Short, Timeout = FailureLog.Timeout;
 
     public long Succeeded => Interlocked.Read(ref succeeded);
     public long Stale => Interlocked.Read(ref stale);
-    public IReadOnlyList<Failure> Failures => [.. failures];
+    public IReadOnlyList<Failure> Failures => failures.All;
     public IReadOnlyDictionary<int, int> PerPid => perPid;
 
     public void WaitForSuccesses(int count, TimeSpan? timeout = null)
@@ -65,15 +65,9 @@ public sealed class HttpLoad : IDisposable
             throw new TimeoutException($"the load did not reach {count} more answers: {Summary()}");
     }
 
-    public string Summary()
-    {
-        Failure[] all = [.. failures];
-        var kinds = new[] { Refused, Reset, Empty, Short, Timeout }.Concat(all.Select(f => f.Kind)).Distinct();
-        return $"{Interlocked.Read(ref attempted)} requests on {Interlocked.Read(ref connections)} connections, {Succeeded} answered, " +
-            $"{Stale} sent again after a kept-alive connection closed; failed: " +
-            string.Join(", ", kinds.Select(k => $"{k} {all.Count(f => f.Kind == k)}")) +
-            (all.Length == 0 ? "" : "; first: " + string.Join("; ", all.Take(5).Select(f => $"{f.At.TotalMilliseconds:0}ms {f.Kind} {f.Detail}")));
-    }
+    public string Summary() =>
+        failures.Summary($"{Interlocked.Read(ref attempted)} requests on {Interlocked.Read(ref connections)} connections, {Succeeded} answered, " +
+            $"{Stale} sent again after a kept-alive connection closed; failed");
 
     private void Run()
     {
@@ -90,7 +84,7 @@ public sealed class HttpLoad : IDisposable
             }
             catch (SocketException e)
             {
-                failures.Enqueue(new Failure(clock.Elapsed, e.SocketErrorCode == SocketError.ConnectionRefused ? Refused : $"connect: {e.SocketErrorCode}", e.Message));
+                failures.Add(e.SocketErrorCode == SocketError.ConnectionRefused ? Refused : $"connect: {e.SocketErrorCode}", e.Message);
                 Thread.Sleep(10); // nobody listens: do not spin
                 continue;
             }
@@ -123,7 +117,7 @@ public sealed class HttpLoad : IDisposable
                         Interlocked.Increment(ref stale); // sent again on the next connection
                         Interlocked.Decrement(ref attempted);
                     }
-                    else failures.Enqueue(new Failure(clock.Elapsed, kind, e.Message));
+                    else failures.Add(kind, e.Message);
                     break;
                 }
             }
