@@ -406,38 +406,37 @@ public sealed partial class MasterFaultTests(TemplateFixture fixture, ITestOutpu
 
     /// <summary>
     /// <paramref name="count"/> new clients, one after the other, each allowed 3 s to connect and
-    /// be answered: how many were answered, and the others by kind.
+    /// be answered: how many were answered, and the others by kind (every kind named).
     /// </summary>
     private static (int Answered, string Summary) Probe(int port, int count)
     {
         int answered = 0;
-        var failed = new Dictionary<string, int>();
+        var failed = new FailureLog(Stopwatch.StartNew());
         for (int i = 0; i < count; i++)
         {
             using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveTimeout = 3000 };
-            string kind;
             try
             {
                 using var patience = new CancellationTokenSource(TimeSpan.FromSeconds(3));
                 socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port), patience.Token).AsTask().GetAwaiter().GetResult();
                 string text = Encoding.UTF8.GetString(Client.ReadToEnd(socket));
                 if (Regex.IsMatch(text, @"^Hello from \d+\n$")) { answered++; continue; }
-                kind = text.Length == 0 ? Load.Empty : Load.Short;
+                failed.Add(text.Length == 0 ? FailureLog.Empty : FailureLog.Short, $"'{text}'");
             }
-            catch (OperationCanceledException) { kind = Load.Timeout; }
+            catch (OperationCanceledException) { failed.Add(FailureLog.Timeout, "no connection within 3 s"); }
             catch (SocketException e)
             {
-                kind = e.SocketErrorCode switch
+                string kind = e.SocketErrorCode switch
                 {
-                    SocketError.ConnectionRefused => Load.Refused,
-                    SocketError.ConnectionReset => Load.Reset,
-                    SocketError.TimedOut => Load.Timeout,
+                    SocketError.ConnectionRefused => FailureLog.Refused,
+                    SocketError.ConnectionReset => FailureLog.Reset,
+                    SocketError.TimedOut => FailureLog.Timeout,
                     _ => e.SocketErrorCode.ToString(),
                 };
+                failed.Add(kind, e.Message);
             }
-            failed[kind] = failed.GetValueOrDefault(kind) + 1;
         }
-        return (answered, $"{answered} answered" + string.Concat(failed.Select(f => $", {f.Key} {f.Value}")));
+        return (answered, failed.Summary($"{answered} answered, failed"));
     }
 
     private static IReadOnlyList<Failure> FailuresSince(Load load, TimeSpan from) => [.. load.Failures.Where(f => f.At >= from)];
