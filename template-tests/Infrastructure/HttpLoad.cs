@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
@@ -22,7 +21,7 @@ namespace PreforkTemplates.Tests.Infrastructure;
 /// like any other, as for wrk, load balancers' health checks and clients of requests that are
 /// not safe to repeat. It stops when disposed, or after <c>limit</c> at the latest.
 /// </summary>
-public sealed class HttpLoad : IDisposable
+public sealed class HttpLoad : LoadBase
 {
     private sealed class Broken(string kind, string detail) : Exception(detail)
     {
@@ -32,12 +31,8 @@ public sealed class HttpLoad : IDisposable
     private readonly int port;
     private readonly int perConnection;
     private readonly bool resend;
-    private readonly Thread[] threads;
-    private readonly Stopwatch clock = Stopwatch.StartNew();
     private readonly TimeSpan limit;
-    private readonly FailureLog failures;
     private readonly ConcurrentDictionary<int, int> perPid = new();
-    private volatile bool stop;
     private long attempted, succeeded, stale, connections;
 
     public HttpLoad(int port, int clients = 16, int perConnection = 20, TimeSpan? limit = null, bool resend = true)
@@ -46,16 +41,11 @@ public sealed class HttpLoad : IDisposable
         this.perConnection = perConnection;
         this.resend = resend;
         this.limit = limit ?? TimeSpan.FromSeconds(60);
-        failures = new FailureLog(clock);
-        threads = [.. Enumerable.Range(0, clients).Select(i => new Thread(Run) { IsBackground = true, Name = $"http load {i}" })];
-        foreach (Thread thread in threads) thread.Start();
+        Start(clients, "http load");
     }
-
-    public const string Refused = FailureLog.Refused, Reset = FailureLog.Reset, Empty = FailureLog.Empty, Short = FailureLog.Short, Timeout = FailureLog.Timeout;
 
     public long Succeeded => Interlocked.Read(ref succeeded);
     public long Stale => Interlocked.Read(ref stale);
-    public IReadOnlyList<Failure> Failures => failures.All;
     public IReadOnlyDictionary<int, int> PerPid => perPid;
 
     public void WaitForSuccesses(int count, TimeSpan? timeout = null)
@@ -69,12 +59,12 @@ public sealed class HttpLoad : IDisposable
         failures.Summary($"{Interlocked.Read(ref attempted)} requests on {Interlocked.Read(ref connections)} connections, {Succeeded} answered, " +
             $"{Stale} sent again after a kept-alive connection closed; failed");
 
-    private void Run()
+    protected override void Run(int client)
     {
         var buffer = new byte[4096];
         byte[] keepAlive = Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: load\r\n\r\n");
         byte[] close = Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\r\n");
-        while (!stop && clock.Elapsed < limit)
+        while (!Stopping && clock.Elapsed < limit)
         {
             using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true, ReceiveTimeout = 10_000 };
             Interlocked.Increment(ref attempted);
@@ -89,7 +79,7 @@ public sealed class HttpLoad : IDisposable
                 continue;
             }
             Interlocked.Increment(ref connections);
-            for (int n = 0; n < perConnection && !stop; n++)
+            for (int n = 0; n < perConnection && !Stopping; n++)
             {
                 if (n > 0) Interlocked.Increment(ref attempted);
                 bool last = n == perConnection - 1;
@@ -153,11 +143,5 @@ public sealed class HttpLoad : IDisposable
                 ? (pid, closing)
                 : throw new Broken("not a greeting", $"'{body}'");
         }
-    }
-
-    public void Dispose()
-    {
-        stop = true;
-        foreach (Thread thread in threads) thread.Join(TimeSpan.FromSeconds(15));
     }
 }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
@@ -13,16 +12,10 @@ namespace PreforkTemplates.Tests.Infrastructure;
 /// with nothing sent back), <c>short</c> (closed in the middle of the line, or another line
 /// came back), <c>timeout</c> (no line within 10 s), or the socket error for anything else.
 /// </summary>
-public sealed class LineLoad : IDisposable
+public sealed class LineLoad : LoadBase
 {
-    public const string Refused = FailureLog.Refused, Reset = FailureLog.Reset, Empty = FailureLog.Empty, Short = FailureLog.Short, Timeout = FailureLog.Timeout;
-
     private readonly int port;
     private readonly bool echo;
-    private readonly Thread[] threads;
-    private readonly Stopwatch clock = Stopwatch.StartNew();
-    private readonly FailureLog failures;
-    private volatile bool stop;
     private long attempted, answered;
 
     /// <param name="echo">The line must come back as sent; otherwise any line ending in "\n" will do.</param>
@@ -30,15 +23,11 @@ public sealed class LineLoad : IDisposable
     {
         this.port = port;
         this.echo = echo;
-        failures = new FailureLog(clock);
-        threads = [.. Enumerable.Range(0, clients).Select(i => new Thread(() => Run(i)) { IsBackground = true, Name = $"line load {i}" })];
-        foreach (Thread thread in threads) thread.Start();
+        Start(clients, "line load");
     }
 
     public long Attempted => Interlocked.Read(ref attempted);
     public long Answered => Interlocked.Read(ref answered);
-    public IReadOnlyList<Failure> Failures => failures.All;
-    public TimeSpan Now => clock.Elapsed;
 
     public void WaitForAnswers(long count, TimeSpan timeout)
     {
@@ -50,10 +39,10 @@ public sealed class LineLoad : IDisposable
     /// <summary>Attempted, answered, failed by kind, and the first failures other than refused.</summary>
     public string Summary() => failures.Summary($"{Attempted} attempted, {Answered} answered, failed", shown: f => f.Kind != Refused);
 
-    private void Run(int client)
+    protected override void Run(int client)
     {
         var buffer = new byte[256];
-        for (long n = 0; !stop; n++)
+        for (long n = 0; !Stopping; n++)
         {
             Interlocked.Increment(ref attempted);
             byte[] line = Encoding.ASCII.GetBytes($"client {client} line {n}\n");
@@ -95,11 +84,5 @@ public sealed class LineLoad : IDisposable
                 if (kind == Refused) Thread.Sleep(10); // nobody listens: do not spin
             }
         }
-    }
-
-    public void Dispose()
-    {
-        stop = true;
-        foreach (Thread thread in threads) thread.Join(TimeSpan.FromSeconds(15));
     }
 }

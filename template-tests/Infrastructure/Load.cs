@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
@@ -16,34 +15,24 @@ namespace PreforkTemplates.Tests.Infrastructure;
 /// of the greeting), <c>timeout</c> (no answer within 10 s), or the socket error for anything else.
 /// It stops when disposed, or after <c>limit</c> at the latest.
 /// </summary>
-public sealed class Load : IDisposable
+public sealed class Load : LoadBase
 {
     private readonly int port;
-    private readonly Thread[] threads;
-    private readonly Stopwatch clock = Stopwatch.StartNew();
     private readonly TimeSpan limit;
-    private readonly FailureLog failures;
     private readonly ConcurrentDictionary<int, int> perPid = new();
     private readonly ConcurrentQueue<(TimeSpan At, int Pid)> successes = new();
-    private volatile bool stop;
     private long attempted;
 
     public Load(int port, int clients = 16, TimeSpan? limit = null)
     {
         this.port = port;
         this.limit = limit ?? TimeSpan.FromSeconds(60);
-        failures = new FailureLog(clock);
-        threads = [.. Enumerable.Range(0, clients).Select(i => new Thread(Run) { IsBackground = true, Name = $"load {i}" })];
-        foreach (Thread thread in threads) thread.Start();
+        Start(clients, "load");
     }
-
-    public const string Refused = FailureLog.Refused, Reset = FailureLog.Reset, Empty = FailureLog.Empty, Short = FailureLog.Short, Timeout = FailureLog.Timeout;
 
     public long Attempted => Interlocked.Read(ref attempted);
     public int Succeeded => successes.Count;
-    public IReadOnlyList<Failure> Failures => failures.All;
     public IReadOnlyDictionary<int, int> PerPid => perPid;
-    public TimeSpan Now => clock.Elapsed;
 
     /// <summary>Pids that answered at or after <paramref name="since"/>.</summary>
     public IReadOnlySet<int> PidsSince(TimeSpan since) => successes.Where(s => s.At >= since).Select(s => s.Pid).ToHashSet();
@@ -70,10 +59,10 @@ public sealed class Load : IDisposable
     public string Summary() =>
         failures.Summary($"{Attempted} attempted, {Succeeded} answered, failed", $"; longest gap {LongestGap().TotalMilliseconds:0} ms");
 
-    private void Run()
+    protected override void Run(int client)
     {
         var buffer = new byte[1024];
-        while (!stop && clock.Elapsed < limit)
+        while (!Stopping && clock.Elapsed < limit)
         {
             Interlocked.Increment(ref attempted);
             using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
@@ -107,11 +96,5 @@ public sealed class Load : IDisposable
                 if (kind == Refused) Thread.Sleep(10); // nobody listens: do not spin
             }
         }
-    }
-
-    public void Dispose()
-    {
-        stop = true;
-        foreach (Thread thread in threads) thread.Join(TimeSpan.FromSeconds(15));
     }
 }
