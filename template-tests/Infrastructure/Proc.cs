@@ -12,22 +12,19 @@ public static class Proc
 
     public static int? ParentOf(int pid) => Stat(pid)?.Parent;
 
-    public static IReadOnlyList<int> ChildrenOf(int parent) =>
-        [.. Directory.EnumerateDirectories("/proc")
-            .Select(d => int.TryParse(Path.GetFileName(d), out int pid) ? pid : 0)
-            .Where(pid => pid > 0 && Stat(pid) is { } s && s.Parent == parent && s.State != 'Z')];
+    public static IReadOnlyList<int> ChildrenOf(int parent) => Matching(s => s.Parent == parent && s.State != 'Z');
 
     /// <summary>The live processes of a process group.</summary>
-    public static IReadOnlyList<int> InGroup(int group) =>
-        [.. Directory.EnumerateDirectories("/proc")
-            .Select(d => int.TryParse(Path.GetFileName(d), out int pid) ? pid : 0)
-            .Where(pid => pid > 0 && Stat(pid) is { } s && s.Group == group && s.State != 'Z')];
+    public static IReadOnlyList<int> InGroup(int group) => Matching(s => s.Group == group && s.State != 'Z');
 
     /// <summary>Exited children of <paramref name="parent"/> that it has not reaped yet.</summary>
-    public static IReadOnlyList<int> ZombiesOf(int parent) =>
+    public static IReadOnlyList<int> ZombiesOf(int parent) => Matching(s => s.Parent == parent && s.State == 'Z');
+
+    /// <summary>The pids in /proc whose stat matches.</summary>
+    private static IReadOnlyList<int> Matching(Func<(char State, int Parent, int Group), bool> match) =>
         [.. Directory.EnumerateDirectories("/proc")
             .Select(d => int.TryParse(Path.GetFileName(d), out int pid) ? pid : 0)
-            .Where(pid => pid > 0 && Stat(pid) is { } s && s.Parent == parent && s.State == 'Z')];
+            .Where(pid => pid > 0 && Stat(pid) is { } s && match(s))];
 
     /// <summary>What the process's open descriptors point to ("3 -> pipe:[1234]"), one each.</summary>
     public static IReadOnlyList<string> OpenFiles(int pid) =>
