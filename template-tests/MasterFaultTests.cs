@@ -23,11 +23,7 @@ public sealed partial class MasterFaultTests(TemplateFixture fixture, ITestOutpu
 {
     private const int SoakConnections = 30_000;
 
-    private void Report(string line)
-    {
-        output.WriteLine(line);
-        Console.WriteLine(line); // also in the CI log, for the closing note
-    }
+    private void Report(string line) => output.Report(line);
 
     /// <summary>
     /// Twelve workers of the behaviour project, with --worker-timeout 2, after SoakConnections

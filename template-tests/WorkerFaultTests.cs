@@ -23,11 +23,7 @@ public sealed partial class WorkerFaultTests(TemplateFixture fixture, ITestOutpu
 {
     private static readonly ConcurrentDictionary<string, Lazy<Task<string>>> projects = new();
 
-    private void Report(string line)
-    {
-        output.WriteLine(line);
-        Console.WriteLine(line); // also in the CI log, for the closing note
-    }
+    private void Report(string line) => output.Report(line);
 
     /// <summary>A default project with Handlers/Fault.Handler.cs, built in Release.</summary>
     private Task<string> FaultProject() => Project("fault", "Fault", [], "Fault.Handler.cs");
