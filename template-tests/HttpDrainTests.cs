@@ -53,12 +53,7 @@ public sealed class HttpDrainTests(TemplateFixture fixture, ITestOutputHelper ou
         Assert.All(counts, c => Assert.True(c.Collections >= 10, $"a worker collected garbage only {c.Collections} times"));
     }
 
-    private void Report(string scenario, HttpLoad load)
-    {
-        string line = $"{scenario}: {load.Summary()}";
-        output.WriteLine(line);
-        Console.WriteLine(line); // also in the CI log, for the closing note
-    }
+    private void Report(string scenario, HttpLoad load) => output.Report($"{scenario}: {load.Summary()}");
 
     // ---- the master's operations under wrk-shaped load: no request fails -----------------------
 
@@ -219,8 +214,7 @@ public sealed class HttpDrainTests(TemplateFixture fixture, ITestOutputHelper ou
             TimeSpan took = clock.Elapsed;
             foreach (RawClient quiet in byPid.Values.SelectMany(c => c.Skip(2))) Assert.True(quiet.AtEnd(), "an idle connection was left open");
             string line = $"HTTP TERM with {idle.Count} idle kept-alive connections on {N} workers: exited {took.TotalMilliseconds:0} ms after TERM (requests on them answered with Connection: close {asked.TotalMilliseconds:0} ms after it)";
-            output.WriteLine(line);
-            Console.WriteLine(line);
+            output.Report(line);
             Assert.True(took >= TimeSpan.FromSeconds(4), "the drain ended early: " + line);
             Assert.True(took < TimeSpan.FromSeconds(10), "the drain outlasted its 5 s: " + line);
             Assert.DoesNotContain(server.Log, l => l.Contains("unfinished", StringComparison.Ordinal));

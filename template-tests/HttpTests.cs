@@ -52,12 +52,7 @@ public sealed class HttpTests(TemplateFixture fixture, ITestOutputHelper output)
         Assert.All(counts, c => Assert.True(c.Collections >= 10, $"a worker collected garbage only {c.Collections} times"));
     }
 
-    private void Report(string scenario, HttpLoad load)
-    {
-        string line = $"{scenario}: {load.Summary()}";
-        output.WriteLine(line);
-        Console.WriteLine(line); // also in the CI log, for the closing note
-    }
+    private void Report(string scenario, HttpLoad load) => output.Report($"{scenario}: {load.Summary()}");
 
     private static HttpClient NewHttpClient() => new(new SocketsHttpHandler { UseProxy = false }) { Timeout = Hang };
 
@@ -110,8 +105,7 @@ public sealed class HttpTests(TemplateFixture fixture, ITestOutputHelper output)
         }
         double jain = Client.Jain(perPid.Values);
         string line = $"HTTP fairness over {20 * N} requests on new connections: {string.Join("/", perPid.Values.OrderDescending())}, Jain's index {jain:0.000}";
-        output.WriteLine(line);
-        Console.WriteLine(line);
+        output.Report(line);
         Assert.Equal(server.Children().Order(), perPid.Keys.Order());
         Assert.True(jain >= 0.9, line);
     }
@@ -370,7 +364,6 @@ public sealed class HttpTests(TemplateFixture fixture, ITestOutputHelper output)
         Assert.NotEqual(hung, Client.PidOf(body));
         Assert.Contains(server.Log, l => l.Contains("the thread pool has run nothing", StringComparison.Ordinal));
         string line = $"HTTP hung worker (every request blocks a thread, --worker-timeout 3): killed {detected.TotalSeconds:0.0} s after the first blocking request";
-        output.WriteLine(line);
-        Console.WriteLine(line);
+        output.Report(line);
     }
 }

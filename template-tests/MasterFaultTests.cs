@@ -23,11 +23,7 @@ public sealed partial class MasterFaultTests(TemplateFixture fixture, ITestOutpu
 {
     private const int SoakConnections = 30_000;
 
-    private void Report(string line)
-    {
-        output.WriteLine(line);
-        Console.WriteLine(line); // also in the CI log, for the closing note
-    }
+    private void Report(string line) => output.Report(line);
 
     /// <summary>
     /// Twelve workers of the behaviour project, with --worker-timeout 2, after SoakConnections
@@ -406,50 +402,44 @@ public sealed partial class MasterFaultTests(TemplateFixture fixture, ITestOutpu
 
     /// <summary>
     /// <paramref name="count"/> new clients, one after the other, each allowed 3 s to connect and
-    /// be answered: how many were answered, and the others by kind.
+    /// be answered: how many were answered, and the others by kind (every kind named).
     /// </summary>
     private static (int Answered, string Summary) Probe(int port, int count)
     {
         int answered = 0;
-        var failed = new Dictionary<string, int>();
+        var failed = new FailureLog(Stopwatch.StartNew());
         for (int i = 0; i < count; i++)
         {
             using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveTimeout = 3000 };
-            string kind;
             try
             {
                 using var patience = new CancellationTokenSource(TimeSpan.FromSeconds(3));
                 socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port), patience.Token).AsTask().GetAwaiter().GetResult();
                 string text = Encoding.UTF8.GetString(Client.ReadToEnd(socket));
                 if (Regex.IsMatch(text, @"^Hello from \d+\n$")) { answered++; continue; }
-                kind = text.Length == 0 ? Load.Empty : Load.Short;
+                failed.Add(text.Length == 0 ? FailureLog.Empty : FailureLog.Short, $"'{text}'");
             }
-            catch (OperationCanceledException) { kind = Load.Timeout; }
+            catch (OperationCanceledException) { failed.Add(FailureLog.Timeout, "no connection within 3 s"); }
             catch (SocketException e)
             {
-                kind = e.SocketErrorCode switch
+                string kind = e.SocketErrorCode switch
                 {
-                    SocketError.ConnectionRefused => Load.Refused,
-                    SocketError.ConnectionReset => Load.Reset,
-                    SocketError.TimedOut => Load.Timeout,
+                    SocketError.ConnectionRefused => FailureLog.Refused,
+                    SocketError.ConnectionReset => FailureLog.Reset,
+                    SocketError.TimedOut => FailureLog.Timeout,
                     _ => e.SocketErrorCode.ToString(),
                 };
+                failed.Add(kind, e.Message);
             }
-            failed[kind] = failed.GetValueOrDefault(kind) + 1;
         }
-        return (answered, $"{answered} answered" + string.Concat(failed.Select(f => $", {f.Key} {f.Value}")));
+        return (answered, failed.Summary($"{answered} answered, failed"));
     }
 
-    private static IReadOnlyList<Load.Failure> FailuresSince(Load load, TimeSpan from) => [.. load.Failures.Where(f => f.At >= from)];
+    private static IReadOnlyList<Failure> FailuresSince(Load load, TimeSpan from) => [.. load.Failures.Where(f => f.At >= from)];
 
     /// <summary>The load's failures from <paramref name="from"/> on, by kind (every kind named).</summary>
-    private static string Since(Load load, TimeSpan from)
-    {
-        IReadOnlyList<Load.Failure> failures = FailuresSince(load, from);
-        var kinds = new[] { Load.Refused, Load.Reset, Load.Empty, Load.Short, Load.Timeout }.Concat(failures.Select(f => f.Kind)).Distinct();
-        return $"{load.Succeeded} answered so far, failed since the fault: " + string.Join(", ", kinds.Select(k => $"{k} {failures.Count(f => f.Kind == k)}")) +
-            (failures.Count == 0 ? "" : "; first: " + string.Join("; ", failures.Take(3).Select(f => $"{f.Kind} {f.Detail}")));
-    }
+    private static string Since(Load load, TimeSpan from) =>
+        FailureLog.Summary(FailuresSince(load, from), $"{load.Succeeded} answered so far, failed since the fault");
 
     [GeneratedRegex(@"USR2: started new master (\d+)")]
     private static partial Regex StartedMasterLine();

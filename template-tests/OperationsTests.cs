@@ -24,12 +24,7 @@ public sealed class OperationsTests(TemplateFixture fixture, ITestOutputHelper o
             ["--host", "127.0.0.1", "--port", "0", "--workers", N.ToString(), .. args]).WaitUntilReady();
     }
 
-    private void Report(string scenario, Load load)
-    {
-        string line = $"{scenario}: {load.Summary()}";
-        output.WriteLine(line);
-        Console.WriteLine(line); // also in the CI log, for the closing note
-    }
+    private void Report(string scenario, Load load) => output.Report($"{scenario}: {load.Summary()}");
 
     /// <remarks>
     /// A worker killed with SIGKILL loses the connection it had accepted and not yet answered

@@ -24,11 +24,7 @@ public sealed partial class ReliabilityTests(TemplateFixture fixture, ITestOutpu
     private const int SoakConnections = 30_000;
     private const int MinimumCollections = 10; // per worker, before any signal
 
-    private void Report(string line)
-    {
-        output.WriteLine(line);
-        Console.WriteLine(line); // also in the CI log, for the closing note
-    }
+    private void Report(string line) => output.Report(line);
 
     /// <summary>
     /// The behaviour project with 5 workers on a quiet machine, after SoakConnections answered

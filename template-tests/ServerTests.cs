@@ -54,8 +54,7 @@ public sealed class ServerTests(TemplateFixture fixture, ITestOutputHelper outpu
         }
         double jain = Client.Jain(counts.Values);
         string figures = $"fairness over 100 connections: distinct pids {counts.Count}, per pid: {string.Join(", ", counts.Select(c => $"{c.Key}={c.Value}"))}, Jain {jain:F4}";
-        output.WriteLine(figures);
-        Console.WriteLine(figures); // also in the CI log
+        output.Report(figures);
         Assert.Equal(5, counts.Count);
         Assert.All(counts.Keys, pid => Assert.Equal(server.MasterPid, Proc.ParentOf(pid)));
         Assert.True(jain >= 0.9, $"Jain's fairness index {jain:F4} < 0.9");

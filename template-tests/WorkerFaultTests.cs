@@ -16,18 +16,14 @@ namespace PreforkTemplates.Tests;
 /// What a worker must survive from its handler and from the socket it is handed: a handler
 /// that starts a child process and writes to the console, a handler that receives and sends
 /// at once, a listening socket handed over non-blocking, and stops while connections are on
-/// their way. Failed connections are counted by kind, as Load.cs names them.
+/// their way. Failed connections are counted by kind, as FailureLog.cs names them.
 /// </summary>
 [Collection("template")]
 public sealed partial class WorkerFaultTests(TemplateFixture fixture, ITestOutputHelper output)
 {
     private static readonly ConcurrentDictionary<string, Lazy<Task<string>>> projects = new();
 
-    private void Report(string line)
-    {
-        output.WriteLine(line);
-        Console.WriteLine(line); // also in the CI log, for the closing note
-    }
+    private void Report(string line) => output.Report(line);
 
     /// <summary>A default project with Handlers/Fault.Handler.cs, built in Release.</summary>
     private Task<string> FaultProject() => Project("fault", "Fault", [], "Fault.Handler.cs");

@@ -3,11 +3,6 @@ using System.Text;
 
 namespace PreforkTemplates.Tests.Infrastructure;
 
-public sealed record CliResult(int ExitCode, string StdOut, string StdErr)
-{
-    public string Output => StdOut + StdErr;
-}
-
 /// <summary>Runs a command to completion with a timeout that only catches hangs.</summary>
 public static class Cli
 {

@@ -4,14 +4,6 @@ using System.Text.RegularExpressions;
 
 namespace PreforkTemplates.Tests.Infrastructure;
 
-public sealed record Instruction(string Keyword, string Arguments, int Line);
-
-/// <summary>A stage: its image, its name (AS), the platform it runs on (FROM --platform=; null: the image's own) and its instructions.</summary>
-public sealed record Stage(string Image, string? Name, string? Platform, List<Instruction> Instructions)
-{
-    public IEnumerable<Instruction> All(string keyword) => Instructions.Where(i => i.Keyword == keyword);
-}
-
 /// <summary>A Dockerfile reader for what ours uses: line continuations, comments, stages, plain and exec forms.</summary>
 public static class Dockerfile
 {

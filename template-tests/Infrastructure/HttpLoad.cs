@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
@@ -11,7 +10,8 @@ namespace PreforkTemplates.Tests.Infrastructure;
 /// An HTTP load generator for tests, as wrk is: <c>clients</c> threads, each with one
 /// kept-alive connection at a time on which it sends GET / and reads the answer, over and
 /// over; the <c>perConnection</c>-th request says <c>Connection: close</c> and the client
-/// connects again, so new connections come all the time too. A request fails by kind:
+/// connects again, so new connections come all the time too. A request fails by the kinds of
+/// <see cref="FailureLog"/> and HTTP's own:
 /// <c>refused</c> (the connect), <c>reset</c> or <c>empty</c> (the connection was reset or
 /// closed before any byte of the answer), <c>short</c> (in the middle of it), <c>timeout</c>
 /// (no answer within 10 s), <c>status N</c> (not 200 with a greeting). A reused connection
@@ -21,10 +21,8 @@ namespace PreforkTemplates.Tests.Infrastructure;
 /// like any other, as for wrk, load balancers' health checks and clients of requests that are
 /// not safe to repeat. It stops when disposed, or after <c>limit</c> at the latest.
 /// </summary>
-public sealed class HttpLoad : IDisposable
+public sealed class HttpLoad : LoadBase
 {
-    public sealed record Failure(TimeSpan At, string Kind, string Detail);
-
     private sealed class Broken(string kind, string detail) : Exception(detail)
     {
         public string Kind { get; } = kind;
@@ -33,12 +31,8 @@ public sealed class HttpLoad : IDisposable
     private readonly int port;
     private readonly int perConnection;
     private readonly bool resend;
-    private readonly Thread[] threads;
-    private readonly Stopwatch clock = Stopwatch.StartNew();
     private readonly TimeSpan limit;
-    private readonly ConcurrentQueue<Failure> failures = new();
     private readonly ConcurrentDictionary<int, int> perPid = new();
-    private volatile bool stop;
     private long attempted, succeeded, stale, connections;
 
     public HttpLoad(int port, int clients = 16, int perConnection = 20, TimeSpan? limit = null, bool resend = true)
@@ -47,15 +41,11 @@ public sealed class HttpLoad : IDisposable
         this.perConnection = perConnection;
         this.resend = resend;
         this.limit = limit ?? TimeSpan.FromSeconds(60);
-        threads = [.. Enumerable.Range(0, clients).Select(i => new Thread(Run) { IsBackground = true, Name = $"http load {i}" })];
-        foreach (Thread thread in threads) thread.Start();
+        Start(clients, "http load");
     }
-
-    public const string Refused = "refused", Reset = "reset", Empty = "empty", Short = "short", Timeout = "timeout";
 
     public long Succeeded => Interlocked.Read(ref succeeded);
     public long Stale => Interlocked.Read(ref stale);
-    public IReadOnlyList<Failure> Failures => [.. failures];
     public IReadOnlyDictionary<int, int> PerPid => perPid;
 
     public void WaitForSuccesses(int count, TimeSpan? timeout = null)
@@ -65,22 +55,16 @@ public sealed class HttpLoad : IDisposable
             throw new TimeoutException($"the load did not reach {count} more answers: {Summary()}");
     }
 
-    public string Summary()
-    {
-        Failure[] all = [.. failures];
-        var kinds = new[] { Refused, Reset, Empty, Short, Timeout }.Concat(all.Select(f => f.Kind)).Distinct();
-        return $"{Interlocked.Read(ref attempted)} requests on {Interlocked.Read(ref connections)} connections, {Succeeded} answered, " +
-            $"{Stale} sent again after a kept-alive connection closed; failed: " +
-            string.Join(", ", kinds.Select(k => $"{k} {all.Count(f => f.Kind == k)}")) +
-            (all.Length == 0 ? "" : "; first: " + string.Join("; ", all.Take(5).Select(f => $"{f.At.TotalMilliseconds:0}ms {f.Kind} {f.Detail}")));
-    }
+    public string Summary() =>
+        failures.Summary($"{Interlocked.Read(ref attempted)} requests on {Interlocked.Read(ref connections)} connections, {Succeeded} answered, " +
+            $"{Stale} sent again after a kept-alive connection closed; failed");
 
-    private void Run()
+    protected override void Run(int client)
     {
         var buffer = new byte[4096];
         byte[] keepAlive = Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: load\r\n\r\n");
         byte[] close = Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\r\n");
-        while (!stop && clock.Elapsed < limit)
+        while (!Stopping && clock.Elapsed < limit)
         {
             using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true, ReceiveTimeout = 10_000 };
             Interlocked.Increment(ref attempted);
@@ -90,12 +74,12 @@ public sealed class HttpLoad : IDisposable
             }
             catch (SocketException e)
             {
-                failures.Enqueue(new Failure(clock.Elapsed, e.SocketErrorCode == SocketError.ConnectionRefused ? Refused : $"connect: {e.SocketErrorCode}", e.Message));
+                failures.Add(e.SocketErrorCode == SocketError.ConnectionRefused ? Refused : $"connect: {e.SocketErrorCode}", e.Message);
                 Thread.Sleep(10); // nobody listens: do not spin
                 continue;
             }
             Interlocked.Increment(ref connections);
-            for (int n = 0; n < perConnection && !stop; n++)
+            for (int n = 0; n < perConnection && !Stopping; n++)
             {
                 if (n > 0) Interlocked.Increment(ref attempted);
                 bool last = n == perConnection - 1;
@@ -123,7 +107,7 @@ public sealed class HttpLoad : IDisposable
                         Interlocked.Increment(ref stale); // sent again on the next connection
                         Interlocked.Decrement(ref attempted);
                     }
-                    else failures.Enqueue(new Failure(clock.Elapsed, kind, e.Message));
+                    else failures.Add(kind, e.Message);
                     break;
                 }
             }
@@ -159,11 +143,5 @@ public sealed class HttpLoad : IDisposable
                 ? (pid, closing)
                 : throw new Broken("not a greeting", $"'{body}'");
         }
-    }
-
-    public void Dispose()
-    {
-        stop = true;
-        foreach (Thread thread in threads) thread.Join(TimeSpan.FromSeconds(15));
     }
 }

@@ -1,5 +1,3 @@
-using System.Collections.Concurrent;
-using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
@@ -9,23 +7,15 @@ namespace PreforkTemplates.Tests.Infrastructure;
 /// <summary>
 /// A load generator for servers that read before they answer (the echo handler): <c>clients</c>
 /// threads, each connect → send one line → read one line back → close, over and over. Failed
-/// connections are counted with their time by the kinds of <see cref="Load"/>: <c>refused</c>,
+/// connections are counted with their time by the kinds of <see cref="FailureLog"/>: <c>refused</c>,
 /// <c>reset</c> (connected, then reset before the whole line came back), <c>empty</c> (closed
 /// with nothing sent back), <c>short</c> (closed in the middle of the line, or another line
 /// came back), <c>timeout</c> (no line within 10 s), or the socket error for anything else.
 /// </summary>
-public sealed class LineLoad : IDisposable
+public sealed class LineLoad : LoadBase
 {
-    public sealed record Failure(TimeSpan At, string Kind, string Detail);
-
-    public const string Refused = Load.Refused, Reset = Load.Reset, Empty = Load.Empty, Short = Load.Short, Timeout = Load.Timeout;
-
     private readonly int port;
     private readonly bool echo;
-    private readonly Thread[] threads;
-    private readonly Stopwatch clock = Stopwatch.StartNew();
-    private readonly ConcurrentQueue<Failure> failures = new();
-    private volatile bool stop;
     private long attempted, answered;
 
     /// <param name="echo">The line must come back as sent; otherwise any line ending in "\n" will do.</param>
@@ -33,14 +23,11 @@ public sealed class LineLoad : IDisposable
     {
         this.port = port;
         this.echo = echo;
-        threads = [.. Enumerable.Range(0, clients).Select(i => new Thread(() => Run(i)) { IsBackground = true, Name = $"line load {i}" })];
-        foreach (Thread thread in threads) thread.Start();
+        Start(clients, "line load");
     }
 
     public long Attempted => Interlocked.Read(ref attempted);
     public long Answered => Interlocked.Read(ref answered);
-    public IReadOnlyList<Failure> Failures => [.. failures];
-    public TimeSpan Now => clock.Elapsed;
 
     public void WaitForAnswers(long count, TimeSpan timeout)
     {
@@ -49,19 +36,13 @@ public sealed class LineLoad : IDisposable
             throw new TimeoutException($"the load did not reach {count} more answers: {Summary()}");
     }
 
-    public string Summary()
-    {
-        Failure[] all = [.. failures];
-        var kinds = new[] { Refused, Reset, Empty, Short, Timeout }.Concat(all.Select(f => f.Kind)).Distinct();
-        return $"{Attempted} attempted, {Answered} answered, failed: " +
-            string.Join(", ", kinds.Select(k => $"{k} {all.Count(f => f.Kind == k)}")) +
-            (all.Length == 0 ? "" : "; first: " + string.Join("; ", all.Where(f => f.Kind != Refused).Take(5).Select(f => $"{f.At.TotalMilliseconds:0}ms {f.Kind} {f.Detail}")));
-    }
+    /// <summary>Attempted, answered, failed by kind, and the first failures other than refused.</summary>
+    public string Summary() => failures.Summary($"{Attempted} attempted, {Answered} answered, failed", shown: f => f.Kind != Refused);
 
-    private void Run(int client)
+    protected override void Run(int client)
     {
         var buffer = new byte[256];
-        for (long n = 0; !stop; n++)
+        for (long n = 0; !Stopping; n++)
         {
             Interlocked.Increment(ref attempted);
             byte[] line = Encoding.ASCII.GetBytes($"client {client} line {n}\n");
@@ -84,7 +65,7 @@ public sealed class LineLoad : IDisposable
                 bool right = whole && (!echo || buffer.AsSpan(0, length).SequenceEqual(line));
                 if (!right)
                 {
-                    failures.Enqueue(new Failure(clock.Elapsed, length == 0 ? Empty : Short, $"'{Encoding.ASCII.GetString(buffer, 0, length)}'"));
+                    failures.Add(length == 0 ? Empty : Short, $"'{Encoding.ASCII.GetString(buffer, 0, length)}'");
                     continue;
                 }
                 Interlocked.Increment(ref answered);
@@ -99,15 +80,9 @@ public sealed class LineLoad : IDisposable
                     ("send" or "read", SocketError.ConnectionReset or SocketError.Shutdown) => Short,
                     _ => $"{stage}: {e.SocketErrorCode}",
                 };
-                failures.Enqueue(new Failure(clock.Elapsed, kind, e.Message));
+                failures.Add(kind, e.Message);
                 if (kind == Refused) Thread.Sleep(10); // nobody listens: do not spin
             }
         }
-    }
-
-    public void Dispose()
-    {
-        stop = true;
-        foreach (Thread thread in threads) thread.Join(TimeSpan.FromSeconds(15));
     }
 }

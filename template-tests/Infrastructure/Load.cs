@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
@@ -10,41 +9,30 @@ namespace PreforkTemplates.Tests.Infrastructure;
 /// <summary>
 /// A load generator for tests: <c>clients</c> threads, each connect → read to the server's
 /// close → check the greeting, over and over, so that many connections are open at all
-/// times. Every failed connection is counted with its time, by kind: <c>refused</c> (the
-/// connect was refused), <c>reset</c> (connected, then reset before any data), <c>empty</c>
-/// (connected, then closed with no data), <c>short</c> (closed in the middle of the
-/// greeting), <c>timeout</c> (no answer within 10 s), or the socket error for anything else.
+/// times. Every failed connection is counted with its time, by the kinds of <see cref="FailureLog"/>:
+/// <c>refused</c> (the connect was refused), <c>reset</c> (connected, then reset before any
+/// data), <c>empty</c> (connected, then closed with no data), <c>short</c> (closed in the middle
+/// of the greeting), <c>timeout</c> (no answer within 10 s), or the socket error for anything else.
 /// It stops when disposed, or after <c>limit</c> at the latest.
 /// </summary>
-public sealed class Load : IDisposable
+public sealed class Load : LoadBase
 {
-    public sealed record Failure(TimeSpan At, string Kind, string Detail);
-
     private readonly int port;
-    private readonly Thread[] threads;
-    private readonly Stopwatch clock = Stopwatch.StartNew();
     private readonly TimeSpan limit;
-    private readonly ConcurrentQueue<Failure> failures = new();
     private readonly ConcurrentDictionary<int, int> perPid = new();
     private readonly ConcurrentQueue<(TimeSpan At, int Pid)> successes = new();
-    private volatile bool stop;
     private long attempted;
 
     public Load(int port, int clients = 16, TimeSpan? limit = null)
     {
         this.port = port;
         this.limit = limit ?? TimeSpan.FromSeconds(60);
-        threads = [.. Enumerable.Range(0, clients).Select(i => new Thread(Run) { IsBackground = true, Name = $"load {i}" })];
-        foreach (Thread thread in threads) thread.Start();
+        Start(clients, "load");
     }
-
-    public const string Refused = "refused", Reset = "reset", Empty = "empty", Short = "short", Timeout = "timeout";
 
     public long Attempted => Interlocked.Read(ref attempted);
     public int Succeeded => successes.Count;
-    public IReadOnlyList<Failure> Failures => [.. failures];
     public IReadOnlyDictionary<int, int> PerPid => perPid;
-    public TimeSpan Now => clock.Elapsed;
 
     /// <summary>Pids that answered at or after <paramref name="since"/>.</summary>
     public IReadOnlySet<int> PidsSince(TimeSpan since) => successes.Where(s => s.At >= since).Select(s => s.Pid).ToHashSet();
@@ -65,23 +53,16 @@ public sealed class Load : IDisposable
     }
 
     /// <summary>The failures of one kind.</summary>
-    public IReadOnlyList<Failure> Of(string kind) => [.. failures.Where(f => f.Kind == kind)];
+    public IReadOnlyList<Failure> Of(string kind) => failures.Of(kind);
 
     /// <summary>Attempted, succeeded, failed by kind (every kind named, 0 included), the longest gap, and the first failures.</summary>
-    public string Summary()
-    {
-        Failure[] all = [.. failures];
-        var kinds = new[] { Refused, Reset, Empty, Short, Timeout }.Concat(all.Select(f => f.Kind)).Distinct();
-        return $"{Attempted} attempted, {Succeeded} answered, failed: " +
-            string.Join(", ", kinds.Select(k => $"{k} {all.Count(f => f.Kind == k)}")) +
-            $"; longest gap {LongestGap().TotalMilliseconds:0} ms" +
-            (all.Length == 0 ? "" : "; first: " + string.Join("; ", all.Take(5).Select(f => $"{f.At.TotalMilliseconds:0}ms {f.Kind} {f.Detail}")));
-    }
+    public string Summary() =>
+        failures.Summary($"{Attempted} attempted, {Succeeded} answered, failed", $"; longest gap {LongestGap().TotalMilliseconds:0} ms");
 
-    private void Run()
+    protected override void Run(int client)
     {
         var buffer = new byte[1024];
-        while (!stop && clock.Elapsed < limit)
+        while (!Stopping && clock.Elapsed < limit)
         {
             Interlocked.Increment(ref attempted);
             using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
@@ -96,7 +77,7 @@ public sealed class Load : IDisposable
                 string text = Encoding.UTF8.GetString(buffer, 0, length);
                 if (!text.EndsWith('\n') || !int.TryParse(text.TrimEnd('\n').Split(' ')[^1], NumberStyles.None, CultureInfo.InvariantCulture, out int pid))
                 {
-                    failures.Enqueue(new Failure(clock.Elapsed, length == 0 ? Empty : Short, $"'{text}'"));
+                    failures.Add(length == 0 ? Empty : Short, $"'{text}'");
                     continue;
                 }
                 perPid.AddOrUpdate(pid, 1, (_, c) => c + 1);
@@ -111,15 +92,9 @@ public sealed class Load : IDisposable
                     (_, SocketError.TimedOut) => Timeout,
                     _ => $"{stage}: {e.SocketErrorCode}",
                 };
-                failures.Enqueue(new Failure(clock.Elapsed, kind, e.Message));
+                failures.Add(kind, e.Message);
                 if (kind == Refused) Thread.Sleep(10); // nobody listens: do not spin
             }
         }
-    }
-
-    public void Dispose()
-    {
-        stop = true;
-        foreach (Thread thread in threads) thread.Join(TimeSpan.FromSeconds(15));
     }
 }

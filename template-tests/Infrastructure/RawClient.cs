@@ -7,13 +7,6 @@ using Xunit;
 
 namespace PreforkTemplates.Tests.Infrastructure;
 
-/// <summary>An HTTP response as <see cref="RawClient.ReadResponse"/> read it.</summary>
-public sealed record RawResponse(int Status, IReadOnlyList<(string Name, string Value)> Headers, string Body)
-{
-    public string? Header(string name) =>
-        Headers.Where(h => h.Name.Equals(name, StringComparison.OrdinalIgnoreCase)).Select(h => h.Value).SingleOrDefault();
-}
-
 /// <summary>A TCP connection to the server with a buffer of what it has received (every read gives up after 30 s, only to catch a hang).</summary>
 public sealed partial class RawClient : IDisposable
 {

@@ -3,16 +3,6 @@ using Xunit;
 
 namespace PreforkTemplates.Tests.Infrastructure;
 
-/// <summary>A project that a test scenario generates with <c>dotnet new prefork-server</c>.</summary>
-public sealed record Scenario(string Id, string Name, string[] Arguments)
-{
-    /// <summary>
-    /// The binary's name: the project sets AssemblyName to its namespace, which the template
-    /// engine makes from the name by turning what C# does not allow ('-', ' ') into '_'.
-    /// </summary>
-    public string Binary => string.Concat(Name.Select(c => char.IsLetterOrDigit(c) || c is '.' or '_' ? c : '_'));
-}
-
 /// <summary>
 /// Packs the template package once, installs the .nupkg into an isolated template store
 /// (<c>--debug:custom-hive</c>) in a temporary directory outside the repository, generates
@@ -228,6 +218,3 @@ public sealed class TemplateFixture : IAsyncLifetime
         throw new InvalidOperationException("cannot find the repository root (PreforkTemplates.csproj) above " + AppContext.BaseDirectory);
     }
 }
-
-[CollectionDefinition("template")]
-public sealed class TemplateCollection : ICollectionFixture<TemplateFixture>;

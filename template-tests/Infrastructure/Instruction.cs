@@ -1,0 +1,3 @@
+namespace PreforkTemplates.Tests.Infrastructure;
+
+public sealed record Instruction(string Keyword, string Arguments, int Line);

@@ -1,0 +1,3 @@
+namespace PreforkTemplates.Tests.Infrastructure;
+
+public enum StartMode { AppHost, DotnetDll, DotnetRun }
