@@ -39,10 +39,10 @@ public sealed class Handler
         }
     }
 
-    public async ValueTask HandleAsync(Connection client, CancellationToken timeout)
+    public async ValueTask HandleAsync(Connection client, CancellationToken deadline)
     {
         if (delay > TimeSpan.Zero && (slowPort == 0 || ((IPEndPoint)client.Socket.RemoteEndPoint!).Port == slowPort))
-            await Task.Delay(delay, timeout);
+            await Task.Delay(delay, deadline);
         if (garbage > 0) GC.KeepAlive(new byte[garbage]);
         if (hang is not null && File.Exists(hang))
         {
@@ -65,6 +65,6 @@ public sealed class Handler
             }
             catch (IOException) { } // another connection took it first
         }
-        await client.SendAsync(large ?? reply, timeout);
+        await client.SendAsync(large ?? reply, deadline);
     }
 }

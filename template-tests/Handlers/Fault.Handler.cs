@@ -26,33 +26,33 @@ public sealed class Handler
         Thread.Sleep(int.Parse(Environment.GetEnvironmentVariable("START_DELAY_MS") ?? "0", System.Globalization.CultureInfo.InvariantCulture));
     }
 
-    public async ValueTask HandleAsync(Connection client, CancellationToken timeout)
+    public async ValueTask HandleAsync(Connection client, CancellationToken deadline)
     {
         switch (mode)
         {
             case "child":
                 // A child process that outlives the server: it must hold neither the port nor a pipe.
                 using (var child = Process.Start(new ProcessStartInfo("sleep", "300") { UseShellExecute = false })!)
-                    await client.SendAsync(Encoding.ASCII.GetBytes($"child {child.Id}\n"), timeout);
+                    await client.SendAsync(Encoding.ASCII.GetBytes($"child {child.Id}\n"), deadline);
                 break;
             case "race":
                 // The first receive and the first send at once, on two threads: each may make the Socket.
-                using (var stop = CancellationTokenSource.CreateLinkedTokenSource(timeout))
+                using (var stop = CancellationTokenSource.CreateLinkedTokenSource(deadline))
                 {
                     var buffer = new byte[16];
                     Task<int> receive = Task.Run(() => client.ReceiveAsync(buffer, stop.Token).AsTask());
-                    await Task.Run(() => client.SendAsync(reply, timeout).AsTask());
+                    await Task.Run(() => client.SendAsync(reply, deadline).AsTask());
                     stop.Cancel();
                     try { await receive; } catch (OperationCanceledException) { }
                 }
                 break;
             case "hold":
                 // Says who holds the connection at once, then waits for a byte from the client.
-                await client.SendAsync(reply, timeout);
-                await client.ReceiveAsync(new byte[1], timeout);
+                await client.SendAsync(reply, deadline);
+                await client.ReceiveAsync(new byte[1], deadline);
                 break;
             default:
-                await client.SendAsync(reply, timeout);
+                await client.SendAsync(reply, deadline);
                 break;
         }
     }

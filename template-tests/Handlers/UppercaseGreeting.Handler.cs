@@ -13,6 +13,6 @@ public sealed class Handler
     public Handler(Settings settings, int workerIndex) =>
         reply = Encoding.UTF8.GetBytes(settings.GreetingFor(workerIndex).ToUpperInvariant() + "\n");
 
-    public async ValueTask HandleAsync(Connection client, CancellationToken timeout) =>
-        await client.SendAsync(reply, timeout);
+    public async ValueTask HandleAsync(Connection client, CancellationToken deadline) =>
+        await client.SendAsync(reply, deadline);
 }
