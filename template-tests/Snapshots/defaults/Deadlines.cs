@@ -49,7 +49,7 @@ public static class Deadlines
     /// Cancelled --idle-timeout from now, or once the worker stops: for waiting for a client's
     /// next request or line, so an idle connection never holds a stopping worker. Not for the
     /// first request of a connection: the kernel completed it, so the client is owed an answer;
-    /// that one waits with HandleAsync's timeout.
+    /// that one waits with HandleAsync's deadline.
     /// </summary>
     public static CancellationToken Idle()
     {
