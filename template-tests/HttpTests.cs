@@ -187,9 +187,10 @@ public sealed class HttpTests(TemplateFixture fixture, ITestOutputHelper output)
                 covered.Add(Client.PidOf(response.Body));
             }
             Assert.Equal(N, covered.Count);
-            // In flight for 7 s: past the 5 s drain that keeps idle connections open, so it is
-            // still running when Kestrel's stop begins.
-            slow.Send("GET /slow?ms=7000 HTTP/1.1\r\nHost: test\r\n\r\n");
+            // In flight for 12 s: well past the 5 s drain that keeps idle connections open (which
+            // the last holder begins only once the others have released the socket), so it is
+            // still running when Kestrel's stop begins, and Kestrel's stop answers it with close.
+            slow.Send("GET /slow?ms=12000 HTTP/1.1\r\nHost: test\r\n\r\n");
             Thread.Sleep(1200); // the workers have taken those bytes; begun is over a second old
 
             var clock = Stopwatch.StartNew();

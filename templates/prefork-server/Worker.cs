@@ -84,17 +84,14 @@ internal sealed class Worker
         // does not inherit; standard input becomes /dev/null and standard output the log, so
         // such a child holds no pipe of ours, and whatever is written to the console (by the
         // handler, its constructor included, or by a child) goes to the log, not to the master.
-        Stream pipeToMaster;
+        Stream pipeFromMaster, pipeToMaster;
         try
         {
-            var fromMaster = new FileStream(new SafeFileHandle(Posix.DuplicateForSelf(0), ownsHandle: true), FileAccess.Read, 1);
+            pipeFromMaster = new FileStream(new SafeFileHandle(Posix.DuplicateForSelf(0), ownsHandle: true), FileAccess.Read, 1);
             pipeToMaster = new FileStream(new SafeFileHandle(Posix.DuplicateForSelf(1), ownsHandle: true), FileAccess.Write, 1);
             Posix.RedirectToNull(0);
             Posix.Redirect(1, 2);
             Console.SetOut(Console.Error);
-            // From now on, end-of-file on the pipe (the master is gone) ends this worker, even
-            // while it is still starting.
-            new Thread(() => WatchMaster(fromMaster)) { IsBackground = true, Name = "master pipe" }.Start();
         }
         catch (Exception e) when (e is InvalidOperationException or IOException)
         {
@@ -123,6 +120,9 @@ internal sealed class Worker
             return Fail("inherited " + e.Message);
         }
 
+        // From now on, end-of-file on the pipe (the master is gone) ends this worker, even
+        // while it is still starting (making the handler may take a while).
+        new Thread(() => WatchMaster(pipeFromMaster)) { IsBackground = true, Name = "master pipe" }.Start();
         var worker = new Worker(settings, fd, index, fileLimit) { toMaster = pipeToMaster };
         return worker.Serve();
     }
