@@ -41,13 +41,14 @@ internal sealed class SharedCounts
 
     private readonly IntPtr block;
     private readonly int slot = -1;                // a worker's own; -1 in the master
-    private readonly bool[] taken = new bool[Slots]; // the master's: which slots are given
+    private readonly bool[] taken = [];           // in the master: which slots are given
 
     private SharedCounts(IntPtr block, int fd, int slot)
     {
         this.block = block;
         Fd = fd;
         this.slot = slot;
+        if (slot < 0) taken = new bool[Slots];
     }
 
     /// <summary>The master's descriptor of the block; -1 in a worker (it closes its own once mapped).</summary>

@@ -29,8 +29,8 @@ internal sealed class Worker
 
     /// <summary>
     /// Balancing (SharedCounts.cs): a worker that holds more than this many connections above
-    /// the least loaded worker that accepts, or more than a quarter above it, steps out of accept().
-    /// Short connections (a greeting: 0 to 2 open at a time) never come near it.
+    /// the least loaded worker that accepts, and more than a quarter of what that one holds,
+    /// steps out of accept(). Short connections (a greeting: 0 to 2 open at a time) never do.
     /// </summary>
     private const int BalanceSlack = 2;
     /// <summary>The longest a worker steps out before it accepts anyway: the others may all be busy.</summary>
