@@ -125,6 +125,7 @@ internal sealed partial class Master
             Log.Info($"worker {w.Index} pid {w.Pid}: age {(now - w.StartedAt) / 1000.0:0.0}s, " +
                      $"accepted {w.Counts.Accepted}, in flight {w.Counts.InFlight}, garbage collections {w.Counts.Collections}, " +
                      $"last heartbeat {(now - w.LastHeartbeat) / 1000.0:0.0}s ago" +
+                     (w.CountsSlot is int slot && counts is not null ? $", {counts.Describe(slot)}" : "") +
                      (w.Stopping ? ", stopping" : w.Ready ? "" : ", starting"));
         }
     }

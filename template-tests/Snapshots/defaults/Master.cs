@@ -51,6 +51,7 @@ internal sealed partial class Master
     private readonly string[] programArgs;
     private readonly SystemdNotifier systemd = new();
     private readonly PidFile pidFile;
+    private readonly SharedCounts? counts = SharedCounts.Create(); // the workers' open connections (balancing)
 
     private State state = State.Running;
     private int target;                              // how many workers: --workers, TTIN, TTOU
@@ -255,6 +256,7 @@ internal sealed partial class Master
     {
         if (!workers.Remove(worker)) return;
         int status = worker.Close();
+        if (worker.CountsSlot is int slot) counts?.Free(slot);
         // Whatever replaces it has nothing left to stop (and holds no chain of old workers).
         foreach (WorkerProcess successor in workers.Where(w => w.Replaces == worker)) successor.Replaces = null;
         Log.Info($"worker {worker.Index} (pid {worker.Pid}) {Describe(status)}");
@@ -354,6 +356,10 @@ internal sealed partial class Master
         // as the runtime reads it) keeps a worker near 5 MB instead of growing to the default,
         // which is as large as the CPU's cache. Set DOTNET_GCgen0size to override.
         start.Environment.TryAdd("DOTNET_GCgen0size", "200000");
+        // Its slot in the connection counts (SharedCounts.cs). The block's descriptor is
+        // inheritable only while this worker starts: no other child (a new master) gets it.
+        int? slot = counts?.Take(start.Environment);
+        if (slot is not null) Posix.Inherit(counts!.Fd);
 
         Process process;
         try
@@ -362,14 +368,19 @@ internal sealed partial class Master
         }
         catch (Exception e) when (e is Win32Exception or IOException or InvalidOperationException)
         {
+            if (slot is int unused) counts!.Free(unused);
             // The program gone or not executable, no more processes allowed (EAGAIN), no memory:
             // the workers that serve go on, and this one is tried again later.
             Log.Info($"cannot start a worker from {program}: {e.Message}");
             StartFailed(index, generation, $"worker {index}, could not be started: {e.Message}");
             return;
         }
+        finally
+        {
+            if (slot is not null) Posix.KeepFromChildren(counts!.Fd);
+        }
 
-        var worker = new WorkerProcess(index, generation, process) { Replaces = replaces };
+        var worker = new WorkerProcess(index, generation, process) { Replaces = replaces, CountsSlot = slot };
         workers.Add(worker);
         Log.Info($"worker {index} (pid {worker.Pid}) started" + (replaces is null ? "" : $" to replace pid {replaces.Pid}"));
     }

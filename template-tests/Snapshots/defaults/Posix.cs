@@ -211,6 +211,61 @@ internal static class Posix
     [DllImport("libc", SetLastError = true)]
     private static extern int setrlimit(int resource, in Rlimit limit);
 
+    /// <summary>
+    /// A file of <paramref name="bytes"/> zero bytes that lives in memory only (memfd_create(2)),
+    /// close-on-exec, for processes to share by mapping it (<see cref="MapShared"/>). Returns its
+    /// descriptor, or -1 with the reason.
+    /// </summary>
+    public static int CreateSharedMemory(string name, long bytes, out string? problem)
+    {
+        problem = null;
+        int fd;
+        try
+        {
+            fd = memfd_create(name, MfdCloexec);
+        }
+        catch (EntryPointNotFoundException)
+        {
+            problem = "memfd_create is not in this C library";
+            return -1;
+        }
+        if (fd < 0)
+        {
+            problem = $"memfd_create: {Stdlib.GetLastError()}";
+            return -1;
+        }
+        if (Syscall.ftruncate(fd, bytes) < 0)
+        {
+            problem = $"ftruncate: {Stdlib.GetLastError()}";
+            Syscall.close(fd);
+            return -1;
+        }
+        return fd;
+    }
+
+    /// <summary>
+    /// Maps <paramref name="bytes"/> of a shared file read-write (mmap(2), MAP_SHARED): what one
+    /// process writes there, every other that maps it reads. IntPtr.Zero, with the reason, if it cannot.
+    /// </summary>
+    public static IntPtr MapShared(int fd, long bytes, out string? problem)
+    {
+        problem = null;
+        IntPtr block = mmap(IntPtr.Zero, (nuint)bytes, ProtRead | ProtWrite, MapSharedFlag, fd, 0);
+        if (block != MapFailed) return block;
+        problem = $"mmap of fd {fd}: {Stdlib.GetLastError()}";
+        return IntPtr.Zero;
+    }
+
+    private const uint MfdCloexec = 1;
+    private const int ProtRead = 1, ProtWrite = 2, MapSharedFlag = 1; // Linux values
+    private static readonly IntPtr MapFailed = new(-1);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int memfd_create([MarshalAs(UnmanagedType.LPUTF8Str)] string name, uint flags);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern IntPtr mmap(IntPtr address, nuint length, int protection, int flags, int fd, nint offset);
+
     /// <summary>Sends a signal; a process that has already gone is not an error.</summary>
     public static void Kill(int pid, int signal) => Syscall.kill(pid, (Signum)signal);
 

@@ -28,6 +28,15 @@ internal sealed class Worker
     private static readonly TimeSpan HandshakeGrace = TimeSpan.FromMilliseconds(100);
 
     /// <summary>
+    /// Balancing (SharedCounts.cs): a worker that holds more than this many connections above
+    /// the least loaded worker that accepts, and more than a quarter of what that one holds,
+    /// steps out of accept(). Short connections (a greeting: 0 to 2 open at a time) never do.
+    /// </summary>
+    private const int BalanceSlack = 2;
+    /// <summary>The longest a worker steps out before it accepts anyway: the others may all be busy.</summary>
+    private const long StepOutMs = 50;
+
+    /// <summary>
     /// Descriptors kept free for the runtime and the handler (assemblies, threads, a pipe, a
     /// file the handler opens): a worker that has this few left stops accepting, and the
     /// kernel gives the next connection to another worker, instead of failing inside the
@@ -42,6 +51,7 @@ internal sealed class Worker
     private readonly string capacityReason;
     private readonly SemaphoreSlim slots;          // free connection slots (capacity)
     private readonly long recycleAfter;            // accepted connections before retiring; 0: never
+    private readonly SharedCounts? counts;         // every worker's open connections; null: not balancing
     private Stream toMaster = Stream.Null;
     private int inFlight;
     private long accepted;
@@ -57,10 +67,11 @@ internal sealed class Worker
     private int heartbeatQueued;                  // a heartbeat waits for the thread pool
     private bool poolStalled;
 
-    private Worker(Settings settings, int listenFd, int index, long fileLimit)
+    private Worker(Settings settings, int listenFd, int index, long fileLimit, SharedCounts? counts)
     {
         this.settings = settings;
         this.listenFd = listenFd;
+        this.counts = counts;
         host = new HandlerHost(settings, index, listenFd, Closed, () => Stop("the application stopped: finishing connections, then exiting"));
         // Every connection is a descriptor. What is open now (the runtime's own files, the
         // pipes, the socket) stays open; SpareFiles more may be needed later.
@@ -84,17 +95,14 @@ internal sealed class Worker
         // does not inherit; standard input becomes /dev/null and standard output the log, so
         // such a child holds no pipe of ours, and whatever is written to the console (by the
         // handler, its constructor included, or by a child) goes to the log, not to the master.
-        Stream pipeToMaster;
+        Stream pipeFromMaster, pipeToMaster;
         try
         {
-            var fromMaster = new FileStream(new SafeFileHandle(Posix.DuplicateForSelf(0), ownsHandle: true), FileAccess.Read, 1);
+            pipeFromMaster = new FileStream(new SafeFileHandle(Posix.DuplicateForSelf(0), ownsHandle: true), FileAccess.Read, 1);
             pipeToMaster = new FileStream(new SafeFileHandle(Posix.DuplicateForSelf(1), ownsHandle: true), FileAccess.Write, 1);
             Posix.RedirectToNull(0);
             Posix.Redirect(1, 2);
             Console.SetOut(Console.Error);
-            // From now on, end-of-file on the pipe (the master is gone) ends this worker, even
-            // while it is still starting.
-            new Thread(() => WatchMaster(fromMaster)) { IsBackground = true, Name = "master pipe" }.Start();
         }
         catch (Exception e) when (e is InvalidOperationException or IOException)
         {
@@ -108,6 +116,7 @@ internal sealed class Worker
         if (Posix.WrapListeningTcp(fd, out Socket? listener) is string problem)
             return Fail("inherited " + problem);
         listener!.Dispose(); // only a check: the descriptor is not the wrapper's to close
+        SharedCounts? counts = SharedCounts.Join(Environment.GetEnvironmentVariable(SharedCounts.Variable));
         // The settings (PREFORK_*) and the socket's number are this worker's, not for the
         // handler's child processes (another server of this kind would take them as its own).
         foreach (string variable in Environment.GetEnvironmentVariables().Keys)
@@ -123,7 +132,10 @@ internal sealed class Worker
             return Fail("inherited " + e.Message);
         }
 
-        var worker = new Worker(settings, fd, index, fileLimit) { toMaster = pipeToMaster };
+        // From now on, end-of-file on the pipe (the master is gone) ends this worker, even
+        // while it is still starting (making the handler may take a while).
+        new Thread(() => WatchMaster(pipeFromMaster)) { IsBackground = true, Name = "master pipe" }.Start();
+        var worker = new Worker(settings, fd, index, fileLimit, counts) { toMaster = pipeToMaster };
         return worker.Serve();
     }
 
@@ -170,6 +182,7 @@ internal sealed class Worker
         Tell(ControlPipe.Ready);
 
         AcceptLoop();
+        counts?.NotAccepting();
         DrainQueueThenRelease();
 
         // Drain: the connections already accepted get their full answer.
@@ -205,12 +218,14 @@ internal sealed class Worker
             // leave them to the kernel, for another worker.
             if (PoolStalled(now))
             {
+                counts?.NotAccepting();
                 Thread.Sleep(100);
                 continue;
             }
 
             // A full worker stops accepting, so the kernel hands the next connection to another.
             if (!TakeSlot()) continue;
+            StepOutWhileFarAhead(now);
 
             int client = Posix.Accept(listenFd, out Errno error);
             if (client >= 0)
@@ -234,6 +249,7 @@ internal sealed class Worker
                     // The kernel keeps the connection queued for another worker, or for us later.
                     if (!warnedNoFds) Log.Info($"accept: {error} (out of descriptors or memory: {Posix.OpenFileCount()} open, {inFlight} connections); pausing accepts");
                     warnedNoFds = true;
+                    counts?.NotAccepting();
                     Thread.Sleep(100);
                     break;
                 default:
@@ -277,6 +293,7 @@ internal sealed class Worker
             }
             return true;
         }
+        counts?.NotAccepting(); // full: not the least loaded, whatever it holds
         long now = Environment.TickCount64;
         if (!paused && now - lastPauseLog >= 10_000)
         {
@@ -285,6 +302,31 @@ internal sealed class Worker
             Log.Info($"{capacity} connections open, not accepting until one closes ({capacityReason})");
         }
         return slots.Wait(AcceptWake);
+    }
+
+    /// <summary>
+    /// Balancing of long-lived connections, before each accept(): says in this worker's slot that
+    /// it accepts and how many connections it holds; then, while it holds more than
+    /// max(<see cref="BalanceSlack"/>, a quarter of the least) above the least loaded worker that
+    /// accepts, it stays out of accept(), so the kernel hands the next connection to a worker
+    /// that waits there. It looks again every millisecond, for <see cref="StepOutMs"/> at most:
+    /// a pool whose other workers are all busy (serving, not in accept()) never starves. Costs a
+    /// few reads of shared memory when nothing is far ahead, as with short connections.
+    /// </summary>
+    private void StepOutWhileFarAhead(long now)
+    {
+        if (counts is null) return;
+        long since = now;
+        while (true)
+        {
+            int mine = Volatile.Read(ref inFlight);
+            counts.Accepting(mine, now);
+            int least = counts.LeastOfOthers(now);
+            if (least < 0 || mine - least <= Math.Max(BalanceSlack, least / 4)) return;
+            if (now - since >= StepOutMs || stopping) return;
+            Thread.Sleep(1);
+            now = Environment.TickCount64;
+        }
     }
 
     /// <summary>Counts an accepted connection and starts serving it.</summary>
@@ -427,6 +469,7 @@ internal sealed class Worker
         lastHolder = last;
         serveWholeQueue = wholeQueue;
         stopping = true;
+        counts?.NotAccepting();
         Log.Info(why);
         host.BeginStop();
     }

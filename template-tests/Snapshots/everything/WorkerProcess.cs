@@ -25,6 +25,7 @@ internal sealed class WorkerProcess(int index, int generation, Process process)
     public WorkerProcess? Replaces { get; set; }   // the worker this one takes over from, until it exits
     public bool Reaped { get; private set; }        // exited, and its exit handled
     public bool Released { get; set; }              // has closed its descriptor of the listening socket
+    public int? CountsSlot { get; init; }           // its slot in the connection counts (SharedCounts.cs)
 
     /// <summary>True if this is the worker that <paramref name="child"/> runs.</summary>
     public bool Is(Process child) => child == process;
