@@ -19,7 +19,6 @@ internal sealed class HandlerHost
 
     private readonly Handler handler;
     private readonly Action closed;
-    private int open;
     private long lastAccept;                       // when the last connection was handed over (Environment.TickCount64)
 
     /// <param name="listenFd">The listening socket (only ASP.NET Core's host names it).</param>
@@ -42,7 +41,6 @@ internal sealed class HandlerHost
     /// </summary>
     public void Serve(int fd)
     {
-        Interlocked.Increment(ref open);
         Volatile.Write(ref lastAccept, Environment.TickCount64);
         _ = ServeAsync(fd);
     }
@@ -64,9 +62,11 @@ internal sealed class HandlerHost
     /// all the same, idle connections are closed only once the last one accepted had
     /// <see cref="FirstRequestGraceMs"/>. The worker then waits for the rest to finish.
     /// </summary>
-    public void Finish(TimeSpan timeout)
+    /// <param name="timeout">--shutdown-timeout: the worker waits for the rest within it.</param>
+    /// <param name="open">How many of the connections handed over are still open (the worker counts them).</param>
+    public void Finish(TimeSpan timeout, Func<int> open)
     {
-        while (Volatile.Read(ref open) > 0 && Environment.TickCount64 - Volatile.Read(ref lastAccept) < FirstRequestGraceMs)
+        while (open() > 0 && Environment.TickCount64 - Volatile.Read(ref lastAccept) < FirstRequestGraceMs)
             Thread.Sleep(5);
         Deadlines.CloseIdle();
     }
@@ -89,7 +89,6 @@ internal sealed class HandlerHost
         finally
         {
             client.Close();
-            Interlocked.Decrement(ref open);
             closed();
         }
     }

@@ -187,7 +187,7 @@ internal sealed class Worker
 
         // Drain: the connections already accepted get their full answer.
         var draining = Stopwatch.StartNew();
-        host.Finish(settings.ShutdownTimeout);
+        host.Finish(settings.ShutdownTimeout, () => Volatile.Read(ref inFlight));
         while (Volatile.Read(ref inFlight) > 0 && draining.Elapsed < settings.ShutdownTimeout)
             Thread.Sleep(10);
         int left = Volatile.Read(ref inFlight);

@@ -104,14 +104,15 @@ internal sealed class HandlerHost
     /// requests in flight finish (their answers say Connection: close), connections still idle
     /// are closed; after the timeout, what is left is cut.
     /// </summary>
-    public void Finish(TimeSpan timeout)
+    /// <param name="open">How many of the connections handed over are still open (the worker counts them).</param>
+    public void Finish(TimeSpan timeout, Func<int> open)
     {
         var clock = Stopwatch.StartNew();
         // Closing an idle kept-alive connection loses a request that its client may be sending
         // at that moment (HTTP/1.1 has no way to say "no more" but in an answer): only a
         // connection that stays idle through the whole drain is closed without one.
         TimeSpan drain = Min(Min(DrainLimit, idleTimeout), timeout / 2);
-        while (connections.Open > 0 && clock.Elapsed < drain) Thread.Sleep(10);
+        while (open() > 0 && clock.Elapsed < drain) Thread.Sleep(10);
         // The connections served from the queue last were handed over just before: let their
         // requests begin (Kestrel's stop would close them unanswered), for up to a second
         // after each was accepted.

@@ -30,7 +30,6 @@ internal sealed class AcceptedConnections : IConnectionListenerFactory, IConnect
     private readonly SocketConnectionContextFactory sockets = new(new SocketConnectionFactoryOptions(), NullLogger.Instance);
     private readonly Action closed;
     private readonly ConcurrentDictionary<string, long> unstarted = new(); // connection id: when it was handed over
-    private int open;
 
     /// <param name="listenFd">The listening socket, only to name it to Kestrel: Kestrel never uses it.</param>
     /// <param name="closed">Called once for every connection handed over, when it is closed.</param>
@@ -41,9 +40,6 @@ internal sealed class AcceptedConnections : IConnectionListenerFactory, IConnect
     }
 
     public EndPoint EndPoint { get; }
-
-    /// <summary>Connections handed over and not yet closed.</summary>
-    public int Open => Volatile.Read(ref open);
 
     /// <summary>
     /// True while a connection handed to Kestrel less than <paramref name="grace"/> ago has not
@@ -77,7 +73,6 @@ internal sealed class AcceptedConnections : IConnectionListenerFactory, IConnect
             closed();
             return;
         }
-        Interlocked.Increment(ref open);
         unstarted[connection.ConnectionId] = Environment.TickCount64;
         if (!accepted.Writer.TryWrite(connection))
             _ = connection.DisposeAsync(); // Kestrel has stopped taking connections
@@ -127,11 +122,7 @@ internal sealed class AcceptedConnections : IConnectionListenerFactory, IConnect
             if (Interlocked.Exchange(ref disposed, 1) == 1) return;
             owner.unstarted.TryRemove(inner.ConnectionId, out _);
             try { await inner.DisposeAsync(); }
-            finally
-            {
-                Interlocked.Decrement(ref owner.open);
-                owner.closed();
-            }
+            finally { owner.closed(); }
         }
     }
 }
