@@ -270,24 +270,23 @@ internal static class Posix
     public static void Kill(int pid, int signal) => Syscall.kill(pid, (Signum)signal);
 
     /// <summary>Lets the file descriptor survive exec, so a worker started by the master inherits it.</summary>
-    public static void Inherit(int fd)
-    {
-        int flags = Syscall.fcntl(fd, FcntlCommand.F_GETFD);
-        if (flags < 0 || Syscall.fcntl(fd, FcntlCommand.F_SETFD, flags & ~1 /* FD_CLOEXEC */) < 0)
-            throw new InvalidOperationException($"fcntl({fd}): {Stdlib.GetLastError()}");
-    }
+    public static void Inherit(int fd) => SetCloseOnExec(fd, false);
 
     /// <summary>
     /// The opposite of <see cref="Inherit"/>: the descriptor is closed when this process runs
     /// another program, so a child process of the handler never holds it. The flag belongs to
     /// this process's descriptor only; the master's own copy stays inheritable.
     /// </summary>
-    public static void KeepFromChildren(int fd)
+    public static void KeepFromChildren(int fd) => SetCloseOnExec(fd, true);
+
+    private static void SetCloseOnExec(int fd, bool close)
     {
         int flags = Syscall.fcntl(fd, FcntlCommand.F_GETFD);
-        if (flags < 0 || Syscall.fcntl(fd, FcntlCommand.F_SETFD, flags | 1 /* FD_CLOEXEC */) < 0)
+        if (flags < 0 || Syscall.fcntl(fd, FcntlCommand.F_SETFD, close ? flags | FdCloexec : flags & ~FdCloexec) < 0)
             throw new InvalidOperationException($"fcntl({fd}): {Stdlib.GetLastError()}");
     }
+
+    private const int FdCloexec = 1; // FD_CLOEXEC
 
     /// <summary>
     /// A new descriptor for what <paramref name="fd"/> is, closed when this process runs another
