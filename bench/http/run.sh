@@ -6,10 +6,11 @@
 # app: its one pid) as text/plain; charset=utf-8. The load comes from wrk, over kept-alive
 # connections and with a new connection per request (wrk -H 'Connection: close').
 #
-#   bash bench/http/run.sh [-r ROUNDS] [-d SECONDS] [-w WORKERS] [-c CONNECTIONS] [-t THREADS] [-f SECONDS] [SERVER...]
+#   bash bench/http/run.sh [-r ROUNDS] [-d SECONDS] [-u SECONDS] [-w WORKERS] [-c CONNECTIONS] [-t THREADS] [-f SECONDS] [SERVER...]
 #
 #   -r ROUNDS        every server and mode runs this many times (default 2)
 #   -d SECONDS       seconds of load per run (default 10)
+#   -u SECONDS       seconds of untimed load before each run, the warm-up (default 10; 0: none)
 #   -w WORKERS       worker processes per prefork server (default 5)
 #   -c CONNECTIONS   wrk's open connections (default 64)
 #   -t THREADS       wrk's threads (default 2)
@@ -26,13 +27,16 @@
 # or whose build fails, is skipped with a line that says why, and the report says so too.
 #
 # Each round runs every server in every mode once, in the order given, so a slow drift of
-# the machine hits them alike. Each run is a fresh start of the server; the report gives,
-# per server and mode, the median over the rounds of requests/s, of wrk's p50 and p99
-# latency and of the PSS (from /proc/PID/smaps_rollup, right after the load) per worker and
-# of the master. After the rounds, each prefork server runs once more, with a new connection
-# per request and a wrk script that counts the answers per worker pid: its fairness (Jain's
-# index). Every process started here is stopped (TERM, then KILL) by its pid, also when the
-# script is interrupted.
+# the machine hits them alike. Each run is a fresh start of the server, warmed up with -u
+# seconds of the same load (a JIT build compiles its hot paths then), then timed; the report
+# gives, per server and mode, the median over the rounds of requests/s, of wrk's p50 and p99
+# latency, of the server's CPU time per request (all its processes, from /proc/PID/stat) and
+# of the PSS (from /proc/PID/smaps_rollup, right after the load) per worker and of the
+# master; for the kept-alive runs of a prefork server, how wrk's connections spread over the
+# workers (ss, halfway through the run), with Jain's index. After the rounds, each prefork
+# server runs once more, with a new connection per request and a wrk script that counts the
+# answers per worker pid: its fairness (Jain's index). Every process started here is
+# stopped (TERM, then KILL) by its pid, also when the script is interrupted.
 set -uo pipefail
 export LC_ALL=C
 
@@ -41,7 +45,7 @@ HTTP_DIR=$BENCH_DIR/http
 # shellcheck source=../procs.sh
 . "$BENCH_DIR/procs.sh"
 REPO=$(cd "$BENCH_DIR/.." && pwd)
-ROUNDS=2 DURATION=10 WORKERS=5 CONNECTIONS=64 THREADS=2 FAIR_DURATION=10
+ROUNDS=2 DURATION=10 WARMUP=10 WORKERS=5 CONNECTIONS=64 THREADS=2 FAIR_DURATION=10
 READY_TIMEOUT=30   # seconds a server has to answer GET / with 200 and have all its workers
 RESULTS_DIR=${RESULTS_DIR:-$BENCH_DIR/results}
 RAW=$RESULTS_DIR/raw/http
@@ -53,19 +57,20 @@ DOTNET_BUILD_FLAGS=(-nodeReuse:false -p:UseSharedCompilation=false)
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'http/run.sh: error: %s\n' "$*" >&2; exit 2; }
 
-while getopts "r:d:w:c:t:f:h" opt; do
+while getopts "r:d:u:w:c:t:f:h" opt; do
   case $opt in
     r) ROUNDS=$OPTARG ;;
     d) DURATION=$OPTARG ;;
+    u) WARMUP=$OPTARG ;;
     w) WORKERS=$OPTARG ;;
     c) CONNECTIONS=$OPTARG ;;
     t) THREADS=$OPTARG ;;
     f) FAIR_DURATION=$OPTARG ;;
-    *) sed -n '2,35p' "$0"; exit 2 ;;
+    *) sed -n '2,39p' "$0"; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
-for v in ROUNDS DURATION WORKERS CONNECTIONS THREADS FAIR_DURATION; do
+for v in ROUNDS DURATION WARMUP WORKERS CONNECTIONS THREADS FAIR_DURATION; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, not '${!v}'"
 done
 ((ROUNDS >= 1 && DURATION >= 1 && WORKERS >= 1 && CONNECTIONS >= 1 && THREADS >= 1)) ||
@@ -371,15 +376,56 @@ wrk_errors() {
        /Non-2xx/ { print "non-2xx: " $NF }' "$1" | paste -sd ';' -
 }
 
-# run_wrk MODE OUT: runs wrk, then sets RPS, P50, P99 (µs) and ERRORS from its output.
+# tree_ticks PID: the CPU time (user + system, clock ticks) of PID and its descendants. The
+# fields are counted after the ")" that ends the command name, which may hold spaces.
+tree_ticks() {
+  local p t sum=0
+  for p in $(tree_pids "$1"); do
+    t=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }')
+    sum=$((sum + ${t:-0}))
+  done
+  echo "$sum"
+}
+
+# spread NAME: how the established connections to PORT spread over the server's processes
+# (ss -p names the process that holds each), as "13 13 13 13 12" (most first, with a 0 for
+# each worker that holds none) and Jain's index over them; empty for a single process.
+spread() {
+  local i
+  single_process "$1" && return 0
+  { ss -Htnp state established "( sport = :$PORT )" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | sort | uniq -c |
+      awk '{ print $1 }'
+    for ((i = 0; i < WORKERS; i++)); do echo 0; done; } |
+    sort -rn | awk -v w="$WORKERS" '$1 > 0 || n < w { x[++n] = $1; s += $1; q += $1 * $1 }
+      END { if (!s) exit; line = x[1]; for (i = 2; i <= n; i++) line = line "/" x[i]
+            printf "%s\t%.3f", line, s * s / (n * q) }'
+}
+
+# run_wrk NAME MODE OUT: warms the server up (WARMUP s of the same load, untimed), runs wrk,
+# then sets RPS, P50, P99 (µs), CPU (the server's µs per request), SPREAD and SPREAD_JAIN
+# (kept alive only, read halfway through the run) and ERRORS from its output.
 run_wrk() {
-  local args=(-t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" --latency)
-  [[ $1 == close ]] && args+=(-H 'Connection: close')
-  wrk "${args[@]}" "http://127.0.0.1:$PORT/" > "$2" 2>&1
-  RPS=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$2")
-  P50=$(to_us "$(awk '$1 == "50%" { print $2 }' "$2")")
-  P99=$(to_us "$(awk '$1 == "99%" { print $2 }' "$2")")
-  ERRORS=$(wrk_errors "$2")
+  local args=(-t "$THREADS" -c "$CONNECTIONS" --latency) ticks wrk_pid requests
+  [[ $2 == close ]] && args+=(-H 'Connection: close')
+  ((WARMUP > 0)) && wrk "${args[@]}" -d "${WARMUP}s" "http://127.0.0.1:$PORT/" > "$3.warmup" 2>&1
+  ticks=$(tree_ticks "$SERVER_PID")
+  wrk "${args[@]}" -d "${DURATION}s" "http://127.0.0.1:$PORT/" > "$3" 2>&1 &
+  wrk_pid=$!
+  SPREAD="" SPREAD_JAIN=""
+  if [[ $2 == keep-alive ]]; then
+    sleep "$(awk -v d="$DURATION" 'BEGIN { print d / 2 }')"
+    IFS=$'\t' read -r SPREAD SPREAD_JAIN <<< "$(spread "$1")"
+  fi
+  wait "$wrk_pid"
+  ticks=$(($(tree_ticks "$SERVER_PID") - ticks))
+  RPS=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$3")
+  P50=$(to_us "$(awk '$1 == "50%" { print $2 }' "$3")")
+  P99=$(to_us "$(awk '$1 == "99%" { print $2 }' "$3")")
+  requests=$(awk '/ requests in / { print $1 }' "$3")
+  CPU=""
+  [[ -n $requests ]] && ((requests > 0)) &&
+    CPU=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v r="$requests" 'BEGIN { printf "%.1f", t * 1e6 / hz / r }')
+  ERRORS=$(wrk_errors "$3")
 }
 
 # pss_kib PID: Pss of the process (KiB) from /proc/PID/smaps_rollup; empty if it is gone.
@@ -415,7 +461,7 @@ or_dash() { if [[ -n $1 ]]; then echo "$1"; else echo "—"; fi; }
 # ---------------------------------------------------------------------------
 # The runs
 # ---------------------------------------------------------------------------
-RUNS_FILE=$RAW/runs.tsv     # round server mode rps p50 p99 master-pss worker-pss workers errors
+RUNS_FILE=$RAW/runs.tsv     # round server mode rps p50 p99 master-pss worker-pss workers errors cpu spread jain
 FAILS_FILE=$RAW/failed.txt  # one line per run that gave no figures
 FAIR_FILE=$RAW/fairness.tsv # server requests pids min max jain errors
 : > "$RUNS_FILE"; : > "$FAILS_FILE"; : > "$FAIR_FILE"
@@ -432,8 +478,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
         echo "round $round, $server, $mode: the server did not start (log: raw/http/${out##*/}.server.log)" >> "$FAILS_FILE"
         continue
       fi
-      log "round $round/$ROUNDS: $server, $mode, port $PORT: wrk -t $THREADS -c $CONNECTIONS -d ${DURATION}s"
-      run_wrk "$mode" "$out.wrk.txt"
+      log "round $round/$ROUNDS: $server, $mode, port $PORT: wrk -t $THREADS -c $CONNECTIONS, ${WARMUP} s warm-up, ${DURATION} s timed"
+      run_wrk "$server" "$mode" "$out.wrk.txt"
       measure_pss "$server"
       stop_server
       if [[ -z $RPS ]]; then
@@ -441,9 +487,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
         echo "round $round, $server, $mode: no figures from wrk (raw/http/${out##*/}.wrk.txt)" >> "$FAILS_FILE"
         continue
       fi
-      log "  $RPS requests/s, p50 ${P50} us, p99 ${P99} us, PSS $(mib "$WORKER_PSS") MiB per worker ($NWORKERS)${MASTER_PSS:+, master $(mib "$MASTER_PSS") MiB}${ERRORS:+, $ERRORS}"
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$server" "$mode" "$RPS" "$P50" "$P99" \
-        "$MASTER_PSS" "$WORKER_PSS" "$NWORKERS" "${ERRORS:-}" >> "$RUNS_FILE"
+      log "  $RPS requests/s, p50 ${P50} us, p99 ${P99} us, server CPU ${CPU:-?} us/request${SPREAD:+, connections per worker $SPREAD (Jain $SPREAD_JAIN)}, PSS $(mib "$WORKER_PSS") MiB per worker ($NWORKERS)${MASTER_PSS:+, master $(mib "$MASTER_PSS") MiB}${ERRORS:+, $ERRORS}"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$server" "$mode" "$RPS" "$P50" "$P99" \
+        "$MASTER_PSS" "$WORKER_PSS" "$NWORKERS" "${ERRORS:-}" "$CPU" "$SPREAD" "$SPREAD_JAIN" >> "$RUNS_FILE"
     done
   done
 done
@@ -493,27 +539,31 @@ versions() {
 {
   echo "# HTTP: the --handler http server against ASP.NET Core, nginx, gunicorn, unicorn and puma"
   echo
-  echo "Written by \`bash bench/http/run.sh -r $ROUNDS -d $DURATION -w $WORKERS -c $CONNECTIONS -t $THREADS -f $FAIR_DURATION ${SERVERS[*]}\` on $(date -u '+%Y-%m-%d %H:%M UTC')."
+  echo "Written by \`bash bench/http/run.sh -r $ROUNDS -d $DURATION -u $WARMUP -w $WORKERS -c $CONNECTIONS -t $THREADS -f $FAIR_DURATION ${SERVERS[*]}\` on $(date -u '+%Y-%m-%d %H:%M UTC')."
   echo "Machine: $(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), Linux $(uname -r);"
   echo "$(versions)."
   echo "wrk, the servers and everything else share these CPUs. $WORKERS workers per prefork server, on 127.0.0.1;"
-  echo "wrk with $THREADS threads and $CONNECTIONS connections for $DURATION s per run; $ROUNDS round$( ((ROUNDS == 1)) || echo s)."
+  echo "wrk with $THREADS threads and $CONNECTIONS connections for $DURATION s per run, after $WARMUP s of the same load untimed"
+  echo "(the warm-up); $ROUNDS round$( ((ROUNDS == 1)) || echo s)."
   echo "Each figure is the median over the rounds; latency is wrk's (\`--latency\`), in microseconds."
+  echo "CPU µs/request: the CPU time (user + system) of all the server's processes during the timed run, over the requests wrk counted."
+  echo "Connections per worker: how wrk's $CONNECTIONS kept-alive connections were spread over the workers halfway through the run"
+  echo "(\`ss -tnp\`, most first), in the round of the lowest Jain's index; a worker that held none counts as 0."
   echo "PSS (MiB) is read from \`/proc/PID/smaps_rollup\` right after the load: per worker, the mean over the"
   echo "master's child processes (for the single-process ASP.NET Core app, its one process); the master's own apart."
   echo
-  echo "| server | connections | requests/s | p50 µs | p99 µs | PSS per worker | workers | master PSS | requests/s of each round |"
-  echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+  echo "| server | connections | requests/s | p50 µs | p99 µs | CPU µs/request | connections per worker (Jain) | PSS per worker | workers | master PSS | requests/s of each round |"
+  echo "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |"
   for mode in "${MODES[@]}"; do
     what=$([[ $mode == close ]] && echo "new one per request (\`Connection: close\`)" || echo "kept alive")
     for server in "${SERVERS[@]}"; do
       if [[ -n ${SKIP[$server]:-} ]]; then
-        echo "| ${LABEL[$server]:-$server} | $what | skipped: ${SKIP[$server]} | | | | | | |"
+        echo "| ${LABEL[$server]:-$server} | $what | skipped: ${SKIP[$server]} | | | | | | | | |"
         continue
       fi
       rows=$(awk -F'\t' -v s="$server" -v m="$mode" '$2 == s && $3 == m' "$RUNS_FILE")
       if [[ -z $rows ]]; then
-        echo "| ${LABEL[$server]} | $what | failed (see below) | | | | | | |"
+        echo "| ${LABEL[$server]} | $what | failed (see below) | | | | | | | | |"
         continue
       fi
       rps=$(cut -f4 <<< "$rows" | median)
@@ -523,8 +573,12 @@ versions() {
       worker=$(mib "$(cut -f8 <<< "$rows" | median)")
       nworkers=$(cut -f9 <<< "$rows" | median)
       single_process "$server" && nworkers="1 process"
+      cpu=$(cut -f11 <<< "$rows" | awk 'NF { printf "%.0f\n", $1 * 10 }' | median | awk 'NF { printf "%.1f", $1 / 10 }')
+      # the round whose connections were spread least evenly
+      worst=$(awk -F'\t' '$13 != "" { print $13 "\t" $12 }' <<< "$rows" | sort -n | head -1)
+      spread_cell=$([[ -n $worst ]] && echo "${worst#*$'\t'} (${worst%%$'\t'*})")
       each=$(cut -f4 <<< "$rows" | paste -sd ' ' -)
-      echo "| ${LABEL[$server]} | $what | $rps | $p50 | $p99 | $(or_dash "$worker") | $nworkers | $(or_dash "$master") | $each |"
+      echo "| ${LABEL[$server]} | $what | $rps | $p50 | $p99 | $(or_dash "$cpu") | $(or_dash "$spread_cell") | $(or_dash "$worker") | $nworkers | $(or_dash "$master") | $each |"
     done
   done
   echo
