@@ -121,8 +121,8 @@ internal sealed partial class Master
     {
         string reason = !worker.Ready ? "failed_start"
             : worker.KilledAsHung ? "hung"
-            : worker.Retiring ? "recycled"
             : worker.Stopping && worker.Generation < generation ? "hup"
+            : worker.Retiring ? "recycled"
             : worker.Stopping || state != State.Running ? "stopped"
             : "crashed";
         exits[Array.IndexOf(ExitReasons, reason)]++;
