@@ -21,7 +21,8 @@ internal static class StatusCommand
         string url = $"http://{settings.Metrics}/status";
         try
         {
-            using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
+            // Straight to the address: an http_proxy of the environment is not for it.
+            using var client = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { Timeout = TimeSpan.FromSeconds(10) };
             using HttpResponseMessage response = client.GetAsync(url).GetAwaiter().GetResult();
             string body = response.Content.ReadAsStringAsync().GetAwaiter().GetResult();
             if (!response.IsSuccessStatusCode || !body.StartsWith("pool ", StringComparison.Ordinal))
