@@ -379,7 +379,10 @@ public sealed partial class MetricsTests(TemplateFixture fixture, ITestOutputHel
         string program = ServerProcess.ProgramOf(dir);
         CliResult bad = await Cli.RunAsync(program, ["--port", "0", "--metrics", "9100"]);
         Assert.Equal(2, bad.ExitCode);
-        Assert.Contains("--metrics: '9100' is not HOST:PORT", bad.StdErr);
+        Assert.Contains("--metrics: '9100' is not IPV4:PORT", bad.StdErr);
+        CliResult v6 = await Cli.RunAsync(program, ["--port", "0", "--metrics", "[::1]:9100"]);
+        Assert.Equal(2, v6.ExitCode);
+        Assert.Contains("--metrics: '[::1]:9100' is not IPV4:PORT", v6.StdErr);
 
         using var taken = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         taken.Bind(new IPEndPoint(IPAddress.Loopback, 0));

@@ -24,13 +24,12 @@ internal sealed class MetricsEndpoint : IDisposable
     private readonly HttpListener listener = new();
     private readonly Func<Question, Task<Answer>> ask;
 
-    /// <summary>Listens on <paramref name="address"/>; throws HttpListenerException if it cannot (the port is in use).</summary>
+    /// <summary>Listens on <paramref name="address"/> (IPv4); throws HttpListenerException if it cannot (the port is in use).</summary>
     public MetricsEndpoint(IPEndPoint address, Func<Question, Task<Answer>> ask)
     {
         this.ask = ask;
-        string host = address.Address.Equals(IPAddress.Any) || address.Address.Equals(IPAddress.IPv6Any) ? "+"
-            : address.Address.ToString();
-        if (address.Address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 && host != "+") host = $"[{host}]";
+        // "+": every address, whatever Host header the client sends (a Kubernetes probe sends the pod's IP).
+        string host = address.Address.Equals(IPAddress.Any) ? "+" : address.Address.ToString();
         listener.Prefixes.Add($"http://{host}:{address.Port}/");
         listener.Start();
         _ = ServeAsync();

@@ -93,7 +93,7 @@ public sealed class Settings
             (s, v) => s.PidFile = Bounded(v, MaxPathBytes, "a path"), s => s.PidFile),
         new("config", "file of name = value lines for these options, read at start and again on HUP; empty: none",
             (s, v) => s.ConfigFile = v, s => s.ConfigFile),
-        new("metrics", "HOST:PORT where the master serves /metrics, /healthz, /readyz and /status over HTTP (docs/metrics.md), e.g. 127.0.0.1:9100; empty: none",
+        new("metrics", "IPV4:PORT where the master serves /metrics, /healthz, /readyz and /status over HTTP (docs/metrics.md), e.g. 127.0.0.1:9100 or 0.0.0.0:9100; empty: none",
             (s, v) => s.Metrics = MetricsAddress(v), s => s.Metrics?.ToString() ?? ""),
     ];
 
@@ -297,9 +297,11 @@ public sealed class Settings
     private static IPEndPoint? MetricsAddress(string value)
     {
         if (value.Length == 0) return null;
-        if (IPEndPoint.TryParse(value, out IPEndPoint? address) && address.Port is > 0 and <= 65535 && value.Contains(':'))
+        // IPv4 only: the base library's HttpListener that serves it takes no IPv6 address.
+        if (IPEndPoint.TryParse(value, out IPEndPoint? address) && address.Port is > 0 and <= 65535 && value.Contains(':')
+            && address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork)
             return address;
-        throw new UsageException($"'{value}' is not HOST:PORT with an IP address and a port from 1 to 65535 (such as 127.0.0.1:9100 or [::]:9100)");
+        throw new UsageException($"'{value}' is not IPV4:PORT with a port from 1 to 65535 (such as 127.0.0.1:9100 or 0.0.0.0:9100)");
     }
 
     private static IReadOnlyList<string> ParseSignals(string value)
