@@ -23,6 +23,7 @@ have nginx || need+=(nginx)                                 # the generated bala
 { have nc && nc -h 2>&1 | grep -q OpenBSD; } || need+=(netcat-openbsd)  # the READMEs' nc lines
 have wrk || need+=(wrk)                                     # the READMEs' wrk lines
 have curl || need+=(curl)                                   # the READMEs' curl lines
+{ have promtool && have prometheus; } || need+=(prometheus) # the metrics tests check and scrape /metrics
 { have script && have setsid && have nsenter && have unshare; } || need+=(util-linux bsdutils)
 
 # The arm64 tests publish for linux-arm64 and run the programs under emulation: qemu-user,

@@ -369,11 +369,20 @@ public sealed class DeployTests(TemplateFixture fixture, ITestOutputHelper outpu
         Assert.Equal(scenario.Binary.ToLowerInvariant(), repository);
         Assert.Contains($"docker build -t {repository} .", File.ReadAllText(Path.Combine(dir, "Dockerfile")));
 
-        // One port, everywhere.
-        var containerPort = (YamlMappingNode)Assert.Single(Yaml.Seq(container, "ports"));
-        Assert.Equal(port, Yaml.Int(containerPort, "containerPort"));
-        Assert.Equal(port, Yaml.Int(container, "readinessProbe", "tcpSocket", "port"));
-        Assert.Equal(port, Yaml.Int(container, "livenessProbe", "tcpSocket", "port"));
+        // The server's port for the Service; the master's --metrics port for the probes and Prometheus.
+        var ports = Yaml.Seq(container, "ports").Cast<YamlMappingNode>().ToDictionary(p => Yaml.Text(p, "name"), p => Yaml.Int(p, "containerPort"));
+        Assert.Equal(["metrics", "tcp"], ports.Keys.Order());
+        Assert.Equal(port, ports["tcp"]);
+        var metricsEnv = (YamlMappingNode)Assert.Single(Yaml.Seq(container, "env"), e => Yaml.Text(e, "name") == "PREFORK_METRICS");
+        Assert.Equal($"0.0.0.0:{ports["metrics"]}", Yaml.Text(metricsEnv, "value"));
+        Assert.NotEqual(port, ports["metrics"]);
+        Assert.Equal("/readyz", Yaml.Text(container, "readinessProbe", "httpGet", "path"));
+        Assert.Equal("/healthz", Yaml.Text(container, "livenessProbe", "httpGet", "path"));
+        Assert.Equal("metrics", Yaml.Text(container, "readinessProbe", "httpGet", "port"));
+        Assert.Equal("metrics", Yaml.Text(container, "livenessProbe", "httpGet", "port"));
+        Assert.Equal("true", Yaml.Text(pod, "metadata", "annotations", "prometheus.io/scrape"));
+        Assert.Equal(ports["metrics"], Yaml.Int(pod, "metadata", "annotations", "prometheus.io/port"));
+        Assert.Equal("/metrics", Yaml.Text(pod, "metadata", "annotations", "prometheus.io/path"));
         var servicePort = (YamlMappingNode)Assert.Single(Yaml.Seq(service, "spec", "ports"));
         Assert.Equal(port, Yaml.Int(servicePort, "targetPort"));
 

@@ -32,11 +32,12 @@ public static class Program
             return ExitCodes.Usage;
         }
         bool isWorker = args is ["--worker", _] && Environment.GetEnvironmentVariable(Worker.ListenFdVariable) is not null;
+        bool isStatus = args is ["status", ..];
 
         Settings settings;
         try
         {
-            settings = Settings.Parse(isWorker ? [] : args, Environment.GetEnvironmentVariables());
+            settings = Settings.Parse(isWorker ? [] : isStatus ? args[1..] : args, Environment.GetEnvironmentVariables());
         }
         catch (UsageException e)
         {
@@ -54,6 +55,9 @@ public static class Program
             Say(StandardOutput, $"{name} {Settings.Version()}\n");
             return ExitCodes.Ok;
         }
+
+        if (isStatus)
+            return StatusCommand.Run(settings, name, text => Say(StandardOutput, text), text => Say(StandardError, text));
 
         try
         {

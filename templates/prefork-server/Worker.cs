@@ -23,6 +23,8 @@ internal sealed class Worker
     /// <summary>An idle accept() returns this often, so the accepting thread notices a stop.</summary>
     private static readonly TimeSpan AcceptWake = TimeSpan.FromMilliseconds(500);
     private const long HeartbeatMs = 500;
+    /// <summary>With --metrics, the worker's figures go to the master with every other heartbeat.</summary>
+    private const long FiguresMs = 1000;
     /// <summary>A thread pool that has not run the heartbeat for this long is stuck: stop accepting.</summary>
     private const long PoolStallMs = 1000;
     private static readonly TimeSpan HandshakeGrace = TimeSpan.FromMilliseconds(100);
@@ -52,6 +54,9 @@ internal sealed class Worker
     private readonly SemaphoreSlim slots;          // free connection slots (capacity)
     private readonly long recycleAfter;            // accepted connections before retiring; 0: never
     private readonly SharedCounts? counts;         // every worker's open connections; null: not balancing
+    private readonly Metrics metrics;
+    private readonly bool sendsFigures;            // --metrics is on
+    private long lastFigures;
     private Stream toMaster = Stream.Null;
     private int inFlight;
     private long accepted;
@@ -83,6 +88,8 @@ internal sealed class Worker
         slots = new SemaphoreSlim(capacity, capacity);
         if (settings.MaxConnectionsPerWorker > 0)
             recycleAfter = settings.MaxConnectionsPerWorker + Random.Shared.Next(settings.MaxConnectionsJitter + 1);
+        sendsFigures = settings.Metrics is not null;
+        metrics = new Metrics(() => Interlocked.Read(ref accepted), () => Volatile.Read(ref inFlight), sendsFigures);
     }
 
     public static int Run(Settings settings, string fdText, string indexText, long fileLimit)
@@ -192,6 +199,9 @@ internal sealed class Worker
             Thread.Sleep(10);
         int left = Volatile.Read(ref inFlight);
         Log.Info(left == 0 ? "exiting" : $"exiting with {left} connection(s) unfinished after the shutdown timeout");
+        // The last counts, so that the master's totals miss none of this worker's connections.
+        Tell(Heartbeat());
+        if (sendsFigures) Tell(metrics.Figures().ToString());
         return ExitCodes.Ok;
     }
 
@@ -208,9 +218,12 @@ internal sealed class Worker
             if (now - lastHeartbeat >= HeartbeatMs && Interlocked.Exchange(ref heartbeatQueued, 1) == 0)
             {
                 lastHeartbeat = now;
+                bool figuresDue = sendsFigures && now - lastFigures >= FiguresMs;
+                if (figuresDue) lastFigures = now;
                 ThreadPool.UnsafeQueueUserWorkItem(_ =>
                 {
                     Tell(Heartbeat());
+                    if (figuresDue) Tell(metrics.Figures().ToString());
                     Volatile.Write(ref heartbeatQueued, 0);
                 }, null);
             }

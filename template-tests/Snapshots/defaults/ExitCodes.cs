@@ -9,4 +9,5 @@ public static class ExitCodes
     public const int CannotListen = 3;   // the address or port cannot be bound (in use, no permission)
     public const int WorkersFailed = 4;  // no worker could start
     public const int BadSocket = 5;      // a worker was not handed a listening TCP socket
+    public const int NoServer = 6;       // status: no server answers at the --metrics address
 }

@@ -161,15 +161,21 @@ internal static class Posix
     /// How many connections wait in the listening socket's queue now: for a listening socket,
     /// Linux reports the queue's length in TCP_INFO's tcpi_unacked. -1 if it cannot tell.
     /// </summary>
-    public static int QueuedConnections(int fd)
+    public static int QueuedConnections(int fd) => ListenQueue(fd).Length;
+
+    /// <summary>
+    /// The listening socket's queue: its length and its limit (the backlog the kernel applies),
+    /// which Linux reports in TCP_INFO's tcpi_unacked and tcpi_sacked. (-1, -1) if it cannot tell.
+    /// </summary>
+    public static (int Length, int Limit) ListenQueue(int fd)
     {
         var info = new byte[TcpInfoSize];
         int length = info.Length;
-        if (getsockopt(fd, IpProtoTcp, TcpInfo, info, ref length) < 0 || length < TcpiUnackedOffset + 4) return -1;
-        return BitConverter.ToInt32(info, TcpiUnackedOffset);
+        if (getsockopt(fd, IpProtoTcp, TcpInfo, info, ref length) < 0 || length < TcpiSackedOffset + 4) return (-1, -1);
+        return (BitConverter.ToInt32(info, TcpiUnackedOffset), BitConverter.ToInt32(info, TcpiSackedOffset));
     }
 
-    private const int IpProtoTcp = 6, TcpInfo = 11, TcpInfoSize = 104, TcpiUnackedOffset = 24;
+    private const int IpProtoTcp = 6, TcpInfo = 11, TcpInfoSize = 104, TcpiUnackedOffset = 24, TcpiSackedOffset = 28;
 
     [DllImport("libc", SetLastError = true)]
     private static extern int getsockopt(int fd, int level, int name, byte[] value, ref int length);
@@ -429,6 +435,20 @@ internal static class Posix
 
     /// <summary>This process's parent (getppid(2)): after the parent has exited, a process that adopted it.</summary>
     public static int ParentPid() => Syscall.getppid();
+
+    /// <summary>A process's resident memory in bytes, from /proc/PID/statm; -1 if it is gone.</summary>
+    public static long ResidentBytes(int pid)
+    {
+        try
+        {
+            string[] fields = System.IO.File.ReadAllText($"/proc/{pid}/statm").Split(' ');
+            return long.Parse(fields[1], System.Globalization.CultureInfo.InvariantCulture) * Environment.SystemPageSize;
+        }
+        catch (Exception e) when (e is System.IO.IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException)
+        {
+            return -1;
+        }
+    }
 
     /// <summary>Waits for a child that has exited, without blocking (waitpid(2), WNOHANG).</summary>
     public static void Reap(int pid) => Syscall.waitpid(pid, out _, WaitOptions.WNOHANG);

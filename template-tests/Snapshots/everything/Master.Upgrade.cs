@@ -78,6 +78,7 @@ internal sealed partial class Master
     {
         if (line != ControlPipe.Ready || newMaster is null) return;
         Log.Info($"USR2: new master {newMaster.Id} is ready; stopping this master's workers");
+        successor = newMaster; // it takes over this master's totals when this one leaves (Master.Metrics.cs)
         newMaster = null;
         retiring = true;
         BeginStop(graceful: true);

@@ -119,6 +119,11 @@ internal sealed partial class Master
             Log.Info($"--pid-file: cannot write '{settings.PidFile}': {e.Message}");
             return ExitCodes.Usage;
         }
+        if (!master.StartMetrics())
+        {
+            master.pidFile.RemoveIfOurs();
+            return ExitCodes.CannotListen;
+        }
         try
         {
             return master.Loop();
@@ -145,12 +150,14 @@ internal sealed partial class Master
 
             if (state == State.Running)
             {
+                ListenForMetricsWhenDue();
                 KillSilentWorkers();
                 CheckNewMaster();
                 MaintainWorkers();
             }
             else if (workers.Count == 0)
             {
+                StopMetrics();
                 if (retiring) Log.Info("retired: the new master serves now");
                 else Log.Info(fatal is null ? "all workers have exited; stopped" : $"stopped: {fatal}");
                 return fatal is null ? ExitCodes.Ok : ExitCodes.WorkersFailed;
@@ -183,12 +190,19 @@ internal sealed partial class Master
                 break;
             case ChildSaid(Process child, string line):
                 if (workers.Find(w => w.Is(child)) is { } speaker) HandleMessage(speaker, line);
+                else if (RecentlyReaped(child) is { } reaped) TakeCounts(reaped, line);
                 break;
             case ChildExited(Process child):
                 if (workers.Find(w => w.Is(child)) is { } exited) Reap(exited);
                 break;
             case OrphansMayWait:
                 ReapOrphans();
+                break;
+            case MetricsAsked(MetricsEndpoint.Question question, var reply):
+                reply.TrySetResult(AnswerMetrics(question));
+                break;
+            case OldMasterSaid(var line):
+                OnOldMasterSaid(line);
                 break;
         }
     }
@@ -200,6 +214,7 @@ internal sealed partial class Master
         switch (line)
         {
             case ControlPipe.Ready:
+                if (!worker.Ready) CountReady();
                 worker.Ready = true;
                 failures[worker.Index] = 0;
                 failedStartsInARow = 0;
@@ -223,7 +238,7 @@ internal sealed partial class Master
                 TellLastHolderIfAlone();
                 break;
             default:
-                if (ControlPipe.Heartbeat.TryParse(line, out ControlPipe.Heartbeat counts)) worker.Counts = counts;
+                TakeCounts(worker, line);
                 break;
         }
     }
@@ -255,7 +270,8 @@ internal sealed partial class Master
     private void Reap(WorkerProcess worker)
     {
         if (!workers.Remove(worker)) return;
-        int status = worker.Close();
+        int status = worker.Close(waitForLastLines: settings.Metrics is not null);
+        CountExit(worker);
         if (worker.CountsSlot is int slot) counts?.Free(slot);
         // Whatever replaces it has nothing left to stop (and holds no chain of old workers).
         foreach (WorkerProcess successor in workers.Where(w => w.Replaces == worker)) successor.Replaces = null;
@@ -382,6 +398,7 @@ internal sealed partial class Master
 
         var worker = new WorkerProcess(index, generation, process) { Replaces = replaces, CountsSlot = slot };
         workers.Add(worker);
+        CountStart();
         Log.Info($"worker {index} (pid {worker.Pid}) started" + (replaces is null ? "" : $" to replace pid {replaces.Pid}"));
     }
 
@@ -431,6 +448,7 @@ internal sealed partial class Master
         {
             Log.Info($"worker {w.Index} (pid {w.Pid}) silent for {(now - w.LastHeartbeat) / 1000}s (--worker-timeout {settings.WorkerTimeout.TotalSeconds:0}s); killing it");
             Posix.Kill(w.Pid, (int)Signum.SIGKILL);
+            w.KilledAsHung = true;
             w.LastHeartbeat = long.MaxValue / 2; // once
         }
     }

@@ -3,6 +3,7 @@ namespace My.Server_2;
 using System;
 using System.Diagnostics;
 using System.IO;
+using System.Threading;
 
 /// <summary>
 /// A worker as the master sees it. It owns both ends of the worker's pipes: once the
@@ -22,6 +23,8 @@ internal sealed class WorkerProcess(int index, int generation, Process process)
     public bool Stopping { get; set; }             // asked to stop; no longer counts
     public bool Retiring { get; set; }             // served its --max-connections-per-worker
     public ControlPipe.Heartbeat Counts { get; set; } // from its last heartbeat
+    public ControlPipe.Figures Figures { get; set; } = ControlPipe.Figures.None; // with --metrics, from its last figures
+    public bool KilledAsHung { get; set; }
     public WorkerProcess? Replaces { get; set; }   // the worker this one takes over from, until it exits
     public bool Reaped { get; private set; }        // exited, and its exit handled
     public bool Released { get; set; }              // has closed its descriptor of the listening socket
@@ -37,8 +40,18 @@ internal sealed class WorkerProcess(int index, int generation, Process process)
     }
 
     /// <summary>The worker has exited: its exit status, after which every descriptor for it is closed.</summary>
-    public int Close()
+    /// <param name="waitForLastLines">
+    /// Wait (1 s at most) until its last lines (its final counts) have been read and queued for
+    /// the master's loop: the exit is noticed before them.
+    /// </param>
+    public int Close(bool waitForLastLines)
     {
+        if (waitForLastLines)
+        {
+            using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(1));
+            try { process.WaitForExitAsync(limit.Token).GetAwaiter().GetResult(); }
+            catch (OperationCanceledException) { }
+        }
         int status = process.ExitCode;
         Reaped = true;
         // Process.Dispose leaves a redirected standard input open once it has been used:
