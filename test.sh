@@ -23,6 +23,8 @@ have nginx || need+=(nginx)                                 # the generated bala
 { have nc && nc -h 2>&1 | grep -q OpenBSD; } || need+=(netcat-openbsd)  # the READMEs' nc lines
 have wrk || need+=(wrk)                                     # the READMEs' wrk lines
 have curl || need+=(curl)                                   # the READMEs' curl lines
+have openssl || need+=(openssl)                             # the TLS tests read the certificate served
+have h2load || need+=(nghttp2-client)                       # the TLS tests' HTTP/2 load
 { have script && have setsid && have nsenter && have unshare; } || need+=(util-linux bsdutils)
 
 # The arm64 tests publish for linux-arm64 and run the programs under emulation: qemu-user,

@@ -47,6 +47,9 @@ public sealed class Settings
     public TimeSpan UpgradeTimeout { get; private set; } = TimeSpan.FromSeconds(60);
     public string PidFile { get; private set; } = "";
     public string ConfigFile { get; private set; } = "";
+    public string Certificate { get; private set; } = "";
+    public string CertificateKey { get; private set; } = "";
+    public string Protocols { get; private set; } = "Http1AndHttp2";
 
     public bool ShowHelp { get; private set; }
     public bool ShowVersion { get; private set; }
@@ -80,6 +83,12 @@ public sealed class Settings
             (s, v) => s.WriteTimeout = TimeSpan.FromSeconds(Int("write-timeout", v, 2, 3600)), s => Str((int)s.WriteTimeout.TotalSeconds)),
         new("idle-timeout", "seconds a kept-alive connection may wait for the client's next request before it is closed (Kestrel's KeepAliveTimeout), 1 to 3600",
             (s, v) => s.IdleTimeout = TimeSpan.FromSeconds(Int("idle-timeout", v, 1, 3600)), s => Str((int)s.IdleTimeout.TotalSeconds)),
+        new("certificate", "TLS: the certificate file (PEM, or PKCS#12 without a password), read again on HUP; empty: plain HTTP",
+            (s, v) => s.Certificate = Bounded(v, MaxPathBytes, "a path"), s => s.Certificate),
+        new("certificate-key", "TLS: the private key file (PEM) of --certificate; empty: the key is in the certificate's file",
+            (s, v) => s.CertificateKey = Bounded(v, MaxPathBytes, "a path"), s => s.CertificateKey),
+        new("protocols", "HTTP versions, as Kestrel names them: Http1, Http2 or Http1AndHttp2 (with --certificate the client picks by ALPN; without, Http1AndHttp2 is HTTP/1.1 and Http2 is HTTP/2 for clients that know in advance, h2c)",
+            (s, v) => s.Protocols = OneOf(v, "Http1", "Http2", "Http1AndHttp2"), s => s.Protocols),
         new("signals", "signals the server acts on, comma-separated, from " + string.Join(",", Posix.Signals.Keys),
             (s, v) => s.Signals = ParseSignals(v), s => string.Join(",", s.Signals)),
         new("worker-timeout", "seconds a worker may go without a heartbeat (sent through its thread pool: handlers that block every thread stop it) before it is killed and replaced, 2 to 3600",
@@ -163,6 +172,9 @@ public sealed class Settings
             try { option.Set(settings, value); }
             catch (UsageException e) { throw new UsageException($"--{option.Name}: {e.Message}"); }
         }
+        // A certificate the workers could not load is refused here: at start (exit code 2) and
+        // on HUP (the running workers keep serving).
+        Https.Load(settings)?.Dispose();
         return settings;
     }
 
@@ -283,6 +295,10 @@ public sealed class Settings
             return result;
         throw new UsageException($"'{value}' is not a whole number from {min} to {max}");
     }
+
+    private static string OneOf(string value, params string[] choices) =>
+        Array.Find(choices, c => c.Equals(value, StringComparison.OrdinalIgnoreCase))
+        ?? throw new UsageException($"'{value}' is not one of {string.Join(", ", choices)}");
 
     private static IPAddress Address(string value)
     {
