@@ -1,5 +1,7 @@
 using System.Net;
 using System.Text.RegularExpressions;
+using Greet;
+using Grpc.Net.Client;
 using Mono.Unix.Native;
 using PreforkTemplates.Tests.Infrastructure;
 using Xunit;
@@ -24,7 +26,7 @@ public sealed class TlsTests : IDisposable
     private readonly TemplateFixture fixture;
     private readonly ITestOutputHelper output;
     private readonly string dir = Directory.CreateTempSubdirectory("prefork-tls-").FullName;
-    private readonly List<HttpClient> clients = [];
+    private readonly List<IDisposable> clients = []; // HttpClients and gRPC channels, each with its connection
 
     public TlsTests(TemplateFixture fixture, ITestOutputHelper output)
     {
@@ -47,12 +49,18 @@ public sealed class TlsTests : IDisposable
         ServerProcess.StartWith(await fixture.HttpBehaviourProjectAsync(), StartMode.AppHost, null,
             ["--host", "127.0.0.1", "--port", "0", "--workers", N.ToString(), "--certificate", Certificate, "--certificate-key", Key, .. args]).WaitUntilReady();
 
-    /// <summary>An HttpClient that speaks HTTP/2 only (over TLS by ALPN, or h2c with prior knowledge for http://), trusting the test's certificates.</summary>
-    private HttpClient Http2Client(bool keepAlive = true)
+    /// <summary>A handler of its own connections that trusts the test's certificates.</summary>
+    private static SocketsHttpHandler Handler(bool keepAlive = true)
     {
         var handler = new SocketsHttpHandler { UseProxy = false, PooledConnectionLifetime = keepAlive ? Timeout.InfiniteTimeSpan : TimeSpan.Zero };
         handler.SslOptions.RemoteCertificateValidationCallback = (_, _, _, _) => true;
-        var client = new HttpClient(handler)
+        return handler;
+    }
+
+    /// <summary>An HttpClient that speaks HTTP/2 only (over TLS by ALPN, or h2c with prior knowledge for http://), trusting the test's certificates.</summary>
+    private HttpClient Http2Client(bool keepAlive = true)
+    {
+        var client = new HttpClient(Handler(keepAlive))
         {
             Timeout = Hang,
             DefaultRequestVersion = HttpVersion.Version20,
@@ -291,6 +299,52 @@ public sealed class TlsTests : IDisposable
         Assert.Equal(result.Started, result.Succeeded);
         Assert.Equal(result.Succeeded, result.Status2xx);
         Assert.DoesNotContain(server.Log, l => l.Contains("unfinished", StringComparison.Ordinal));
+    }
+
+    // ---- gRPC, as a user adds it to Handler.cs ------------------------------------------------------
+
+    /// <summary>A gRPC client on a channel (a connection) of its own to <paramref name="address"/>.</summary>
+    private Greeter.GreeterClient GreeterAt(string address)
+    {
+        var channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions { HttpHandler = Handler() });
+        lock (clients) clients.Add(channel);
+        return new Greeter.GreeterClient(channel);
+    }
+
+    [Fact]
+    public async Task Grpc_unary_calls_over_h2c_and_TLS_fail_none_under_HUP()
+    {
+        string project = await fixture.GrpcProjectAsync();
+        using (var h2c = ServerProcess.StartWith(project, StartMode.AppHost, null,
+            "--host", "127.0.0.1", "--port", "0", "--workers", N.ToString(), "--protocols", "Http2").WaitUntilReady())
+        {
+            HelloReply reply = await GreeterAt($"http://127.0.0.1:{h2c.Port}").SayHelloAsync(new HelloRequest { Name = "h2c" });
+            Assert.Equal("Hello, h2c", reply.Message);
+            Assert.Contains(reply.Pid, h2c.Children());
+        }
+
+        using var server = ServerProcess.StartWith(project, StartMode.AppHost, null,
+            "--host", "127.0.0.1", "--port", "0", "--workers", N.ToString(), "--certificate", Certificate, "--certificate-key", Key).WaitUntilReady();
+        IReadOnlyList<int> before = server.Children();
+        using var load = new CallLoad(8, client =>
+        {
+            Greeter.GreeterClient greeter = GreeterAt($"https://127.0.0.1:{server.Port}");
+            return async () =>
+            {
+                HelloReply reply = await greeter.SayHelloAsync(new HelloRequest { Name = $"client {client}" }, deadline: DateTime.UtcNow + Hang);
+                if (reply.Message != $"Hello, client {client}") throw new InvalidDataException($"the reply was '{reply.Message}'");
+                return reply.Pid;
+            };
+        }, TimeSpan.FromSeconds(120));
+        load.WaitForSuccesses(500);
+        server.Signal(Signum.SIGHUP);
+        server.WaitForLog($"HUP: all {N} workers replaced", Hang);
+        Assert.True(Proc.WaitUntil(() => !before.Any(Proc.IsAlive), Hang), "old workers are still running");
+        load.WaitForSuccesses(500);
+        load.Dispose();
+        output.Report($"gRPC unary calls over TLS, HUP under load (8 channels): {load.Summary()}");
+        Assert.Empty(load.Failures);
+        Assert.Subset(load.PerPid.Keys.ToHashSet(), server.StartedWorkers().ToHashSet());
     }
 
     /// <summary>A tool the tests need, on PATH, or the test fails naming its Debian package.</summary>

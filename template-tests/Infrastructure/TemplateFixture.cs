@@ -67,6 +67,7 @@ public sealed class TemplateFixture : IAsyncLifetime
         foreach (Scenario scenario in Scenarios) _ = BuiltAsync(scenario);
         _ = BehaviourProjectAsync();
         _ = HttpBehaviourProjectAsync();
+        _ = GrpcProjectAsync();
         _ = PublishedAotAsync();
         _ = PublishedArm64Async(aot: false);
         _ = PublishedArm64Async(aot: true);
@@ -146,6 +147,31 @@ public sealed class TemplateFixture : IAsyncLifetime
         {
             string dir = await GenerateAsync(new Scenario("http-behaviour", "HttpBehave", ["--handler", "http"]));
             UseHandler(dir, "Http.Handler.cs");
+            await BuildAsync(dir, "Release");
+            return dir;
+        })).Value;
+
+    /// <summary>
+    /// A --handler http project with a gRPC service, added as a user would: Grpc.AspNetCore in
+    /// the project file, Protos/greet.proto (template-tests/Handlers/greet.proto) compiled as a
+    /// server, and Handlers/Grpc.Handler.cs as Handler.cs. Built in Release.
+    /// </summary>
+    public Task<string> GrpcProjectAsync() =>
+        built.GetOrAdd("grpc", _ => new Lazy<Task<string>>(async () =>
+        {
+            string dir = await GenerateAsync(new Scenario("grpc", "GrpcServer", ["--handler", "http"]));
+            UseHandler(dir, "Grpc.Handler.cs");
+            Directory.CreateDirectory(Path.Combine(dir, "Protos"));
+            File.Copy(Path.Combine(RepoRoot, "template-tests", "Handlers", "greet.proto"), Path.Combine(dir, "Protos", "greet.proto"));
+            string project = Path.Combine(dir, "GrpcServer.csproj");
+            File.WriteAllText(project, File.ReadAllText(project).Replace("</Project>", """
+                  <ItemGroup>
+                    <PackageReference Include="Grpc.AspNetCore" Version="2.85.0" />
+                    <Protobuf Include="Protos/greet.proto" GrpcServices="Server" />
+                  </ItemGroup>
+
+                </Project>
+                """, StringComparison.Ordinal));
             await BuildAsync(dir, "Release");
             return dir;
         })).Value;
