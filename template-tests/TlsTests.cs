@@ -144,6 +144,23 @@ public sealed class TlsTests : IDisposable
         Assert.True(jain >= 0.9, line);
     }
 
+    [Fact]
+    public async Task NativeAOT_serves_HTTP2_over_TLS_and_renews_its_certificate_on_HUP()
+    {
+        string binary = await fixture.PublishedHttpAotAsync();
+        using var server = ServerProcess.StartCommand([binary, "--host", "127.0.0.1", "--port", "0", "--workers", N.ToString(),
+            "--certificate", Certificate, "--certificate-key", Key]).WaitUntilReady();
+        Assert.InRange(await GetPid(Http2Client(), $"https://127.0.0.1:{server.Port}/"), 1, int.MaxValue);
+        Assert.Equal("CN = first", await Subject(server.Port));
+        IReadOnlyList<int> before = server.Children();
+        TestCertificate.Write(Certificate, Key, "second");
+        server.Signal(Signum.SIGHUP);
+        server.WaitForLog($"HUP: all {N} workers replaced", Hang);
+        Assert.True(Proc.WaitUntil(() => !before.Any(Proc.IsAlive), Hang), "old workers are still running"); // they serve what they accepted before
+        Assert.Equal("CN = second", await Subject(server.Port));
+        Assert.Contains(await GetPid(Http2Client(), $"https://127.0.0.1:{server.Port}/"), server.Children());
+    }
+
     // ---- the certificate on HUP ------------------------------------------------------------------
 
     [Fact]

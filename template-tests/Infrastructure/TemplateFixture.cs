@@ -69,6 +69,7 @@ public sealed class TemplateFixture : IAsyncLifetime
         _ = HttpBehaviourProjectAsync();
         _ = GrpcProjectAsync();
         _ = PublishedAotAsync();
+        _ = PublishedHttpAotAsync();
         _ = PublishedArm64Async(aot: false);
         _ = PublishedArm64Async(aot: true);
     }
@@ -182,6 +183,13 @@ public sealed class TemplateFixture : IAsyncLifetime
     /// <summary>The --aot scenario, published as a NativeAOT binary (warnings as errors); returns the binary's path.</summary>
     public Task<string> PublishedAotAsync() =>
         PublishedAsync(Get("aot"), () => BuiltAsync(Get("aot")), "linux-x64");
+
+    /// <summary>A --handler http --aot project of its own, published as a NativeAOT binary (warnings as errors); returns the binary's path.</summary>
+    public Task<string> PublishedHttpAotAsync()
+    {
+        Scenario scenario = new("http-aot", "MyAotServer", ["--handler", "http", "--aot"]);
+        return PublishedAsync(scenario, () => GenerateAsync(scenario), "linux-x64");
+    }
 
     /// <summary>
     /// A default project of its own published for linux-arm64 (warnings as errors), self-contained
