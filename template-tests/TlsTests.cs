@@ -127,6 +127,17 @@ public sealed class TlsTests : IDisposable
     }
 
     [Fact]
+    public async Task A_PKCS12_file_without_a_password_serves_TLS()
+    {
+        string pfx = Path.Combine(dir, "server.pfx");
+        TestCertificate.WritePkcs12(pfx, "pkcs12");
+        using var server = ServerProcess.StartWith(await fixture.HttpBehaviourProjectAsync(), StartMode.AppHost, null,
+            "--host", "127.0.0.1", "--port", "0", "--workers", "1", "--certificate", pfx).WaitUntilReady();
+        Assert.Contains(await GetPid(Http2Client(), $"https://127.0.0.1:{server.Port}/"), server.Children());
+        Assert.Equal("CN = pkcs12", await Subject(server.Port));
+    }
+
+    [Fact]
     public async Task New_TLS_connections_spread_evenly_over_the_workers()
     {
         using var server = await Start();
@@ -210,6 +221,7 @@ public sealed class TlsTests : IDisposable
 
     [Theory]
     [InlineData("missing")]
+    [InlineData("certificate without its key")]
     [InlineData("key without certificate")]
     [InlineData("key of another certificate")]
     [InlineData("bad protocols")]
@@ -220,6 +232,7 @@ public sealed class TlsTests : IDisposable
         (string[] options, string message) = what switch
         {
             "missing" => (["--certificate", other + ".gone", "--certificate-key", Key], $"--certificate: '{other}.gone' does not exist"),
+            "certificate without its key" => (["--certificate", Certificate], $"--certificate: '{Certificate}' holds no private key"),
             "key without certificate" => (["--certificate-key", Key], "--certificate-key needs --certificate"),
             "key of another certificate" => (["--certificate", Certificate, "--certificate-key", otherKey], $"--certificate: cannot load '{Certificate}' with the key '{otherKey}'"),
             _ => (new[] { "--protocols", "Http3" }, "--protocols: 'Http3' is not one of Http1, Http2, Http1AndHttp2"),
@@ -361,7 +374,7 @@ public sealed class TlsTests : IDisposable
         load.Dispose();
         output.Report($"gRPC unary calls over TLS, HUP under load (8 channels): {load.Summary()}");
         Assert.Empty(load.Failures);
-        Assert.Subset(load.PerPid.Keys.ToHashSet(), server.StartedWorkers().ToHashSet());
+        Assert.Subset(server.StartedWorkers().ToHashSet(), load.PerPid.Keys.ToHashSet());
     }
 
     /// <summary>A tool the tests need, on PATH, or the test fails naming its Debian package.</summary>

@@ -30,7 +30,11 @@ internal static class Https
         {
             // PEM as certbot and Kubernetes secrets write it (the key in its own file, or after
             // the certificate in the same one), or a PKCS#12 file without a password.
-            if (File.ReadAllText(file).Contains("-----BEGIN", StringComparison.Ordinal))
+            string text = File.ReadAllText(file);
+            bool pem = text.Contains("-----BEGIN", StringComparison.Ordinal);
+            if (pem && key.Length == 0 && !text.Contains("PRIVATE KEY-----", StringComparison.Ordinal))
+                throw new UsageException($"--certificate: '{file}' holds no private key; name its key file with --certificate-key");
+            if (pem)
                 certificate = X509Certificate2.CreateFromPemFile(file, key.Length == 0 ? null : key);
             else if (key.Length == 0)
                 certificate = X509CertificateLoader.LoadPkcs12FromFile(file, password: null);
@@ -71,8 +75,12 @@ internal static class Https
     /// </summary>
     public static void Configure(ListenOptions listen, Settings settings)
     {
-        listen.Protocols = Enum.Parse<HttpProtocols>(settings.Protocols);
-        if (Load(settings) is X509Certificate2 certificate)
+        var protocols = Enum.Parse<HttpProtocols>(settings.Protocols);
+        X509Certificate2? certificate = Load(settings);
+        // Without TLS there is no ALPN to choose by: Kestrel would serve Http1AndHttp2 as
+        // HTTP/1.1, and log at start that it does.
+        listen.Protocols = certificate is null && protocols == HttpProtocols.Http1AndHttp2 ? HttpProtocols.Http1 : protocols;
+        if (certificate is not null)
             listen.UseHttps(new HttpsConnectionAdapterOptions
             {
                 ServerCertificate = certificate,
