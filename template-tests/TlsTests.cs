@@ -248,7 +248,7 @@ public sealed class TlsTests : IDisposable
     // ---- HTTP/2 under h2load: HUP, USR2, TERM ------------------------------------------------------
 
     /// <summary>One h2load run's counts (its "requests:" and "status codes:" lines).</summary>
-    private sealed record H2load(long Total, long Started, long Done, long Succeeded, long Status2xx, long Unconnected)
+    private sealed record H2load(long Total, long Started, long Done, long Succeeded, long Status2xx, long Unconnected, int Cut)
     {
         public static H2load Parse(CliResult result)
         {
@@ -258,11 +258,11 @@ public sealed class TlsTests : IDisposable
             long At(Match m, int group) => long.Parse(m.Groups[group].Value);
             // A connection refused (or cut in its handshake) leaves its requests unsent too: counted apart.
             long unconnected = Regex.Count(result.Output, "could not connect|connect failed|SSL/TLS handshake");
-            return new(At(requests, 1), At(requests, 2), At(requests, 3), At(requests, 4), At(status, 1), unconnected);
+            return new(At(requests, 1), At(requests, 2), At(requests, 3), At(requests, 4), At(status, 1), unconnected, At(requests, 2) < At(requests, 1) ? 1 : 0);
         }
 
         public static H2load operator +(H2load a, H2load b) =>
-            new(a.Total + b.Total, a.Started + b.Started, a.Done + b.Done, a.Succeeded + b.Succeeded, a.Status2xx + b.Status2xx, a.Unconnected + b.Unconnected);
+            new(a.Total + b.Total, a.Started + b.Started, a.Done + b.Done, a.Succeeded + b.Succeeded, a.Status2xx + b.Status2xx, a.Unconnected + b.Unconnected, a.Cut + b.Cut);
 
         /// <summary>
         /// By kind: streams sent and answered 200; sent and not answered (reset, refused, cut);
@@ -272,20 +272,20 @@ public sealed class TlsTests : IDisposable
         /// </summary>
         public string Summary => $"{Total} requests: {Status2xx} sent and answered 2xx, {Started - Succeeded} sent and not answered, " +
             $"{Succeeded - Status2xx} answered with another status, {Total - Started} never sent (h2load's requests left on a connection that received GOAWAY), " +
-            $"{Unconnected} connections not made";
+            $"{Unconnected} connections not made; {Cut} runs cut by GOAWAY";
     }
 
     private static Task<CliResult> RunH2load(string url, int requests, int streams) =>
         Cli.RunAsync(Tool("h2load", "nghttp2-client"), ["-n", requests.ToString(), "-c", "8", "-m", streams.ToString(), url], timeout: TimeSpan.FromMinutes(2));
 
     [Fact]
-    public async Task H2load_across_HUP_and_USR2_gets_an_answer_to_every_stream_it_sends()
+    public async Task H2load_across_HUP_and_USR2_gets_an_answer_to_every_stream_the_server_takes()
     {
         using var server = await Start();
         int oldMaster = server.MasterPid;
         IReadOnlyList<int> before = server.Children();
         string url = $"https://127.0.0.1:{server.Port}/";
-        var total = new H2load(0, 0, 0, 0, 0, 0);
+        var total = new H2load(0, 0, 0, 0, 0, 0, 0);
         int runs = 0;
         using var done = new CancellationTokenSource();
         // h2load runs one after the other (8 connections, 10 streams at a time on each) until both signals are through.
@@ -314,7 +314,12 @@ public sealed class TlsTests : IDisposable
         await looping.WaitAsync(TimeSpan.FromMinutes(2));
 
         output.Report($"h2load over TLS across HUP and USR2, {runs} runs of 10,000 requests on 8 connections, 10 streams each: {total.Summary}");
-        Assert.Equal(total.Started, total.Succeeded);
+        // A stream the client sends while the server's last GOAWAY is on its way is refused
+        // unprocessed (RFC 9113, 6.8): HTTP clients send it again (the HttpClient and gRPC loads
+        // above fail none), h2load counts it as failed. With answers this quick a few streams can
+        // meet it: at most one window (10 streams) on each of the 8 connections of a run that
+        // GOAWAY cut. Seen: none in most runs, 19 of 300,000 in one.
+        Assert.True(total.Started - total.Succeeded <= total.Cut * 8 * 10, "more streams failed than GOAWAY can refuse: " + total.Summary);
         Assert.Equal(total.Succeeded, total.Status2xx);
         Assert.Equal(0, total.Unconnected);
     }
