@@ -24,6 +24,8 @@ have nginx || need+=(nginx)                                 # the generated bala
 have wrk || need+=(wrk)                                     # the READMEs' wrk lines
 have curl || need+=(curl)                                   # the READMEs' curl lines
 { have promtool && have prometheus; } || need+=(prometheus) # the metrics tests check and scrape /metrics
+have openssl || need+=(openssl)                             # the TLS tests read the certificate served
+have h2load || need+=(nghttp2-client)                       # the TLS tests' HTTP/2 load
 { have script && have setsid && have nsenter && have unshare; } || need+=(util-linux bsdutils)
 
 # The arm64 tests publish for linux-arm64 and run the programs under emulation: qemu-user,

@@ -67,7 +67,9 @@ public sealed class TemplateFixture : IAsyncLifetime
         foreach (Scenario scenario in Scenarios) _ = BuiltAsync(scenario);
         _ = BehaviourProjectAsync();
         _ = HttpBehaviourProjectAsync();
+        _ = GrpcProjectAsync();
         _ = PublishedAotAsync();
+        _ = PublishedHttpAotAsync();
         _ = PublishedArm64Async(aot: false);
         _ = PublishedArm64Async(aot: true);
     }
@@ -150,12 +152,44 @@ public sealed class TemplateFixture : IAsyncLifetime
             return dir;
         })).Value;
 
+    /// <summary>
+    /// A --handler http project with a gRPC service, added as a user would: Grpc.AspNetCore in
+    /// the project file, Protos/greet.proto (template-tests/Handlers/greet.proto) compiled as a
+    /// server, and Handlers/Grpc.Handler.cs as Handler.cs. Built in Release.
+    /// </summary>
+    public Task<string> GrpcProjectAsync() =>
+        built.GetOrAdd("grpc", _ => new Lazy<Task<string>>(async () =>
+        {
+            string dir = await GenerateAsync(new Scenario("grpc", "GrpcServer", ["--handler", "http"]));
+            UseHandler(dir, "Grpc.Handler.cs");
+            Directory.CreateDirectory(Path.Combine(dir, "Protos"));
+            File.Copy(Path.Combine(RepoRoot, "template-tests", "Handlers", "greet.proto"), Path.Combine(dir, "Protos", "greet.proto"));
+            string project = Path.Combine(dir, "GrpcServer.csproj");
+            File.WriteAllText(project, File.ReadAllText(project).Replace("</Project>", """
+                  <ItemGroup>
+                    <PackageReference Include="Grpc.AspNetCore" Version="2.85.0" />
+                    <Protobuf Include="Protos/greet.proto" GrpcServices="Server" />
+                  </ItemGroup>
+
+                </Project>
+                """, StringComparison.Ordinal));
+            await BuildAsync(dir, "Release");
+            return dir;
+        })).Value;
+
     public void UseHandler(string projectDir, string name) =>
         File.Copy(Path.Combine(RepoRoot, "template-tests", "Handlers", name), Path.Combine(projectDir, "Handler.cs"), overwrite: true);
 
     /// <summary>The --aot scenario, published as a NativeAOT binary (warnings as errors); returns the binary's path.</summary>
     public Task<string> PublishedAotAsync() =>
         PublishedAsync(Get("aot"), () => BuiltAsync(Get("aot")), "linux-x64");
+
+    /// <summary>A --handler http --aot project of its own, published as a NativeAOT binary (warnings as errors); returns the binary's path.</summary>
+    public Task<string> PublishedHttpAotAsync()
+    {
+        Scenario scenario = new("http-aot", "MyAotServer", ["--handler", "http", "--aot"]);
+        return PublishedAsync(scenario, () => GenerateAsync(scenario), "linux-x64");
+    }
 
     /// <summary>
     /// A default project of its own published for linux-arm64 (warnings as errors), self-contained

@@ -52,6 +52,11 @@ public sealed class Settings
     public string PidFile { get; private set; } = "";
     public string ConfigFile { get; private set; } = "";
     public IPEndPoint? Metrics { get; private set; }
+#if (httpHandler)
+    public string Certificate { get; private set; } = "";
+    public string CertificateKey { get; private set; } = "";
+    public string Protocols { get; private set; } = "Http1AndHttp2";
+#endif
 
     public bool ShowHelp { get; private set; }
     public bool ShowVersion { get; private set; }
@@ -98,6 +103,14 @@ public sealed class Settings
         new("idle-timeout", "seconds a connection kept open (echo) may wait for the client's next line or request before it is closed, 1 to 3600",
 #endif
             (s, v) => s.IdleTimeout = TimeSpan.FromSeconds(Int("idle-timeout", v, 1, 3600)), s => Str((int)s.IdleTimeout.TotalSeconds)),
+#if (httpHandler)
+        new("certificate", "TLS: the certificate file (PEM, or PKCS#12 without a password), read again on HUP; empty: plain HTTP",
+            (s, v) => s.Certificate = Bounded(v, MaxPathBytes, "a path"), s => s.Certificate),
+        new("certificate-key", "TLS: the private key file (PEM) of --certificate; empty: the key is in the certificate's file",
+            (s, v) => s.CertificateKey = Bounded(v, MaxPathBytes, "a path"), s => s.CertificateKey),
+        new("protocols", "HTTP versions, as Kestrel names them: Http1, Http2 or Http1AndHttp2 (with --certificate the client picks by ALPN; without, Http1AndHttp2 is HTTP/1.1 and Http2 is HTTP/2 for clients that know in advance, h2c)",
+            (s, v) => s.Protocols = OneOf(v, "Http1", "Http2", "Http1AndHttp2"), s => s.Protocols),
+#endif
         new("signals", "signals the server acts on, comma-separated, from " + string.Join(",", Posix.Signals.Keys),
             (s, v) => s.Signals = ParseSignals(v), s => string.Join(",", s.Signals)),
         new("worker-timeout", "seconds a worker may go without a heartbeat (sent through its thread pool: handlers that block every thread stop it) before it is killed and replaced, 2 to 3600",
@@ -183,6 +196,11 @@ public sealed class Settings
             try { option.Set(settings, value); }
             catch (UsageException e) { throw new UsageException($"--{option.Name}: {e.Message}"); }
         }
+#if (httpHandler)
+        // A certificate the workers could not load is refused here: at start (exit code 2) and
+        // on HUP (the running workers keep serving).
+        Https.Load(settings)?.Dispose();
+#endif
         return settings;
     }
 
@@ -306,6 +324,12 @@ public sealed class Settings
         throw new UsageException($"'{value}' is not a whole number from {min} to {max}");
     }
 
+#if (httpHandler)
+    private static string OneOf(string value, params string[] choices) =>
+        Array.Find(choices, c => c.Equals(value, StringComparison.OrdinalIgnoreCase))
+        ?? throw new UsageException($"'{value}' is not one of {string.Join(", ", choices)}");
+
+#endif
     private static IPAddress Address(string value)
     {
         if (value == "localhost") return IPAddress.Loopback;

@@ -57,9 +57,8 @@ internal sealed class HandlerHost
         builder.Services.AddSingleton<IConnectionListenerFactory>(connections);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
-            // HTTP/1.1 only: HTTP/2 without TLS needs clients that know in advance, and TLS
-            // usually ends at the load balancer in front.
-            kestrel.Listen(connections.EndPoint, listen => listen.Protocols = HttpProtocols.Http1);
+            // --protocols, and TLS with --certificate (Https.cs).
+            kestrel.Listen(connections.EndPoint, listen => Https.Configure(listen, settings));
             kestrel.AddServerHeader = false;
             // --max-connections is the worker's: it stops accepting when full (Worker.cs).
             kestrel.Limits.MaxConcurrentConnections = null;
@@ -131,6 +130,10 @@ internal sealed class HandlerHost
     private static async Task LastOnItsConnection(HttpContext context, RequestDelegate next)
     {
         context.Response.Headers.Connection = "close";
+        // HTTP/2 has no Connection header (Kestrel leaves it out): asking Kestrel to close sends
+        // GOAWAY, the streams in flight finish, and the client opens its next ones elsewhere.
+        if (HttpProtocol.IsHttp2(context.Request.Protocol))
+            context.Features.Get<IConnectionLifetimeNotificationFeature>()?.RequestClose();
         try
         {
             await next(context);

@@ -47,7 +47,9 @@ public sealed class Settings
     public TimeSpan UpgradeTimeout { get; private set; } = TimeSpan.FromSeconds(60);
     public string PidFile { get; private set; } = "";
     public string ConfigFile { get; private set; } = "";
-    public IPEndPoint? Metrics { get; private set; }
+    public string Certificate { get; private set; } = "";
+    public string CertificateKey { get; private set; } = "";
+    public string Protocols { get; private set; } = "Http1AndHttp2";
 
     public bool ShowHelp { get; private set; }
     public bool ShowVersion { get; private set; }
@@ -81,6 +83,12 @@ public sealed class Settings
             (s, v) => s.WriteTimeout = TimeSpan.FromSeconds(Int("write-timeout", v, 2, 3600)), s => Str((int)s.WriteTimeout.TotalSeconds)),
         new("idle-timeout", "seconds a kept-alive connection may wait for the client's next request before it is closed (Kestrel's KeepAliveTimeout), 1 to 3600",
             (s, v) => s.IdleTimeout = TimeSpan.FromSeconds(Int("idle-timeout", v, 1, 3600)), s => Str((int)s.IdleTimeout.TotalSeconds)),
+        new("certificate", "TLS: the certificate file (PEM, or PKCS#12 without a password), read again on HUP; empty: plain HTTP",
+            (s, v) => s.Certificate = Bounded(v, MaxPathBytes, "a path"), s => s.Certificate),
+        new("certificate-key", "TLS: the private key file (PEM) of --certificate; empty: the key is in the certificate's file",
+            (s, v) => s.CertificateKey = Bounded(v, MaxPathBytes, "a path"), s => s.CertificateKey),
+        new("protocols", "HTTP versions, as Kestrel names them: Http1, Http2 or Http1AndHttp2 (with --certificate the client picks by ALPN; without, Http1AndHttp2 is HTTP/1.1 and Http2 is HTTP/2 for clients that know in advance, h2c)",
+            (s, v) => s.Protocols = OneOf(v, "Http1", "Http2", "Http1AndHttp2"), s => s.Protocols),
         new("signals", "signals the server acts on, comma-separated, from " + string.Join(",", Posix.Signals.Keys),
             (s, v) => s.Signals = ParseSignals(v), s => string.Join(",", s.Signals)),
         new("worker-timeout", "seconds a worker may go without a heartbeat (sent through its thread pool: handlers that block every thread stop it) before it is killed and replaced, 2 to 3600",
@@ -95,8 +103,6 @@ public sealed class Settings
             (s, v) => s.PidFile = Bounded(v, MaxPathBytes, "a path"), s => s.PidFile),
         new("config", "file of name = value lines for these options, read at start and again on HUP; empty: none",
             (s, v) => s.ConfigFile = v, s => s.ConfigFile),
-        new("metrics", "IPV4:PORT where the master serves /metrics, /healthz, /readyz and /status over HTTP (docs/metrics.md), e.g. 127.0.0.1:9100 or 0.0.0.0:9100; empty: none",
-            (s, v) => s.Metrics = MetricsAddress(v), s => s.Metrics?.ToString() ?? ""),
     ];
 
     /// <summary>The greeting as worker <paramref name="workerIndex"/> sends it: {pid} and {worker} filled in.</summary>
@@ -105,7 +111,7 @@ public sealed class Settings
         .Replace("{worker}", workerIndex.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal);
 
     /// <summary>The options a running master cannot change on HUP: the socket is already bound.</summary>
-    public static readonly string[] FixedOnReload = ["host", "port", "backlog", "defer-accept", "signals", "config", "pid-file", "metrics"];
+    public static readonly string[] FixedOnReload = ["host", "port", "backlog", "defer-accept", "signals", "config", "pid-file"];
 
     /// <summary>Names of the options whose values differ between two settings.</summary>
     public IEnumerable<string> Differences(Settings other) =>
@@ -166,6 +172,9 @@ public sealed class Settings
             try { option.Set(settings, value); }
             catch (UsageException e) { throw new UsageException($"--{option.Name}: {e.Message}"); }
         }
+        // A certificate the workers could not load is refused here: at start (exit code 2) and
+        // on HUP (the running workers keep serving).
+        Https.Load(settings)?.Dispose();
         return settings;
     }
 
@@ -252,7 +261,6 @@ public sealed class Settings
     {
         var text = new StringBuilder();
         text.AppendLine($"Usage: {program} [options]");
-        text.AppendLine($"       {program} status [options]   the running pool, asked at its --metrics address");
         text.AppendLine();
         text.AppendLine("A prefork TCP server: one master process, one listening socket, N worker processes.");
         text.AppendLine();
@@ -272,8 +280,7 @@ public sealed class Settings
         text.AppendLine("more, one fewer; USR1 log statistics; USR2 upgrade to the program on disk.");
         text.AppendLine();
         text.AppendLine("Exit codes: 0 stopped as asked, 1 unexpected error, 2 bad option,");
-        text.AppendLine("3 cannot listen on the address, 4 no worker could start, 5 (worker) bad inherited socket,");
-        text.AppendLine("6 (status) no server answers at the --metrics address.");
+        text.AppendLine("3 cannot listen on the address, 4 no worker could start, 5 (worker) bad inherited socket.");
         return text.ToString();
     }
 
@@ -289,21 +296,15 @@ public sealed class Settings
         throw new UsageException($"'{value}' is not a whole number from {min} to {max}");
     }
 
+    private static string OneOf(string value, params string[] choices) =>
+        Array.Find(choices, c => c.Equals(value, StringComparison.OrdinalIgnoreCase))
+        ?? throw new UsageException($"'{value}' is not one of {string.Join(", ", choices)}");
+
     private static IPAddress Address(string value)
     {
         if (value == "localhost") return IPAddress.Loopback;
         if (IPAddress.TryParse(value, out IPAddress? address)) return address;
         throw new UsageException($"'{value}' is not an IP address (such as 0.0.0.0, 127.0.0.1 or ::)");
-    }
-
-    private static IPEndPoint? MetricsAddress(string value)
-    {
-        if (value.Length == 0) return null;
-        // IPv4 only: the base library's HttpListener that serves it takes no IPv6 address.
-        if (IPEndPoint.TryParse(value, out IPEndPoint? address) && address.Port is > 0 and <= 65535 && value.Contains(':')
-            && address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork)
-            return address;
-        throw new UsageException($"'{value}' is not IPV4:PORT with a port from 1 to 65535 (such as 127.0.0.1:9100 or 0.0.0.0:9100)");
     }
 
     private static IReadOnlyList<string> ParseSignals(string value)
