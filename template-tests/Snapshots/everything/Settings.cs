@@ -47,6 +47,7 @@ public sealed class Settings
     public TimeSpan UpgradeTimeout { get; private set; } = TimeSpan.FromSeconds(60);
     public string PidFile { get; private set; } = "";
     public string ConfigFile { get; private set; } = "";
+    public IPEndPoint? Metrics { get; private set; }
     public string Certificate { get; private set; } = "";
     public string CertificateKey { get; private set; } = "";
     public string Protocols { get; private set; } = "Http1AndHttp2";
@@ -103,6 +104,8 @@ public sealed class Settings
             (s, v) => s.PidFile = Bounded(v, MaxPathBytes, "a path"), s => s.PidFile),
         new("config", "file of name = value lines for these options, read at start and again on HUP; empty: none",
             (s, v) => s.ConfigFile = v, s => s.ConfigFile),
+        new("metrics", "IPV4:PORT where the master serves /metrics, /healthz, /readyz and /status over HTTP (docs/metrics.md), e.g. 127.0.0.1:9100 or 0.0.0.0:9100; empty: none",
+            (s, v) => s.Metrics = MetricsAddress(v), s => s.Metrics?.ToString() ?? ""),
     ];
 
     /// <summary>The greeting as worker <paramref name="workerIndex"/> sends it: {pid} and {worker} filled in.</summary>
@@ -111,7 +114,7 @@ public sealed class Settings
         .Replace("{worker}", workerIndex.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal);
 
     /// <summary>The options a running master cannot change on HUP: the socket is already bound.</summary>
-    public static readonly string[] FixedOnReload = ["host", "port", "backlog", "defer-accept", "signals", "config", "pid-file"];
+    public static readonly string[] FixedOnReload = ["host", "port", "backlog", "defer-accept", "signals", "config", "pid-file", "metrics"];
 
     /// <summary>Names of the options whose values differ between two settings.</summary>
     public IEnumerable<string> Differences(Settings other) =>
@@ -261,6 +264,7 @@ public sealed class Settings
     {
         var text = new StringBuilder();
         text.AppendLine($"Usage: {program} [options]");
+        text.AppendLine($"       {program} status [options]   the running pool, asked at its --metrics address");
         text.AppendLine();
         text.AppendLine("A prefork TCP server: one master process, one listening socket, N worker processes.");
         text.AppendLine();
@@ -280,7 +284,8 @@ public sealed class Settings
         text.AppendLine("more, one fewer; USR1 log statistics; USR2 upgrade to the program on disk.");
         text.AppendLine();
         text.AppendLine("Exit codes: 0 stopped as asked, 1 unexpected error, 2 bad option,");
-        text.AppendLine("3 cannot listen on the address, 4 no worker could start, 5 (worker) bad inherited socket.");
+        text.AppendLine("3 cannot listen on the address, 4 no worker could start, 5 (worker) bad inherited socket,");
+        text.AppendLine("6 (status) no server answers at the --metrics address.");
         return text.ToString();
     }
 
@@ -305,6 +310,16 @@ public sealed class Settings
         if (value == "localhost") return IPAddress.Loopback;
         if (IPAddress.TryParse(value, out IPAddress? address)) return address;
         throw new UsageException($"'{value}' is not an IP address (such as 0.0.0.0, 127.0.0.1 or ::)");
+    }
+
+    private static IPEndPoint? MetricsAddress(string value)
+    {
+        if (value.Length == 0) return null;
+        // IPv4 only: the base library's HttpListener that serves it takes no IPv6 address.
+        if (IPEndPoint.TryParse(value, out IPEndPoint? address) && address.Port is > 0 and <= 65535 && value.Contains(':')
+            && address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork)
+            return address;
+        throw new UsageException($"'{value}' is not IPV4:PORT with a port from 1 to 65535 (such as 127.0.0.1:9100 or 0.0.0.0:9100)");
     }
 
     private static IReadOnlyList<string> ParseSignals(string value)
