@@ -44,6 +44,8 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HTTP_DIR=$BENCH_DIR/http
 # shellcheck source=../procs.sh
 . "$BENCH_DIR/procs.sh"
+# shellcheck source=common.sh
+. "$HTTP_DIR/common.sh"
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 ROUNDS=2 DURATION=10 WARMUP=10 WORKERS=5 CONNECTIONS=64 THREADS=2 FAIR_DURATION=10
 READY_TIMEOUT=30   # seconds a server has to answer GET / with 200 and have all its workers
@@ -181,18 +183,6 @@ if selected aspnet-jit || selected aspnet-aot; then build_aspnet; fi
 # ---------------------------------------------------------------------------
 SERVER_PID=""
 PORT=""
-
-# A port nobody listens on, for the servers that cannot report a port the kernel chose.
-# 20000-29999 is below Linux's ephemeral range (32768-60999), so wrk's own connections,
-# and what is left of them in TIME_WAIT, never hold one. 100 tries at most.
-free_port() {
-  local port i
-  for ((i = 0; i < 100; i++)); do
-    port=$((20000 + RANDOM % 10000))
-    ss -Htan "sport = :$port" | grep -q . || { echo "$port"; return 0; }
-  done
-  return 1
-}
 
 # wait_log LOG REGEX: waits (READY_TIMEOUT) until a line of LOG matches the sed REGEX (no '#'
 # in it), whose first group is the port; sets PORT.
@@ -334,26 +324,7 @@ start_server() {
   return 1
 }
 
-# TERM to the master (a graceful stop for each of these servers); up to 10 s for it and its
-# process tree to end, then KILL for whatever is left of that tree.
-stop_server() {
-  [[ -n $SERVER_PID ]] || return 0
-  local tree i p left
-  tree=$(tree_pids "$SERVER_PID")
-  kill -TERM "$SERVER_PID" 2>/dev/null
-  for ((i = 0; i < 100; i++)); do
-    left=""
-    for p in $tree; do alive "$p" && left+="$p "; done
-    [[ -z $left ]] && break
-    sleep 0.1
-  done
-  for p in $left; do
-    log "pid $p still alive 10 s after TERM to $SERVER_PID: KILL"
-    kill -KILL "$p" 2>/dev/null
-  done
-  wait "$SERVER_PID" 2>/dev/null
-  SERVER_PID=""
-}
+# free_port, stop_server and median: bench/http/common.sh
 trap stop_server EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
@@ -450,11 +421,6 @@ measure_pss() {
   ((NWORKERS)) && WORKER_PSS=$((sum / NWORKERS))
 }
 
-# median of the numbers on stdin (empty input: no output).
-median() {
-  sort -n | awk 'NF { v[++n] = $1 }
-    END { if (!n) exit; if (n % 2) print v[(n + 1) / 2]; else printf "%.0f\n", (v[n / 2] + v[n / 2 + 1]) / 2 }'
-}
 mib() { [[ -n $1 ]] && awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 or_dash() { if [[ -n $1 ]]; then echo "$1"; else echo "—"; fi; }
 

@@ -34,6 +34,8 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HTTP_DIR=$BENCH_DIR/http
 # shellcheck source=../procs.sh
 . "$BENCH_DIR/procs.sh"
+# shellcheck source=common.sh
+. "$HTTP_DIR/common.sh"
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 ROUNDS=2 DURATION=10 WORKERS=5 CONNECTIONS=64 STREAMS=10 THREADS=2
 READY_TIMEOUT=30
@@ -102,16 +104,6 @@ selected aspnet-aot && publish aspnet-aot "$HTTP_DIR/aspnet-tls"
 # ---------------------------------------------------------------------------
 SERVER_PID="" PORT=""
 
-# A port nobody listens on (nginx cannot report one the kernel chose), below Linux's ephemeral range.
-free_port() {
-  local port i
-  for ((i = 0; i < 100; i++)); do
-    port=$((20000 + RANDOM % 10000))
-    ss -Htan "sport = :$port" | grep -q . || { echo "$port"; return 0; }
-  done
-  return 1
-}
-
 start_nginx() { # LOG
   local dir=$RAW/nginx listen
   mkdir -p "$dir/tmp"
@@ -178,25 +170,7 @@ start_server() { # NAME LOG
   return 1
 }
 
-# TERM to the master or the one process; up to 10 s for its tree to end, then KILL.
-stop_server() {
-  [[ -n $SERVER_PID ]] || return 0
-  local tree i p left
-  tree=$(tree_pids "$SERVER_PID")
-  kill -TERM "$SERVER_PID" 2>/dev/null
-  for ((i = 0; i < 100; i++)); do
-    left=""
-    for p in $tree; do alive "$p" && left+="$p "; done
-    [[ -z $left ]] && break
-    sleep 0.1
-  done
-  for p in $left; do
-    log "pid $p still alive 10 s after TERM to $SERVER_PID: KILL"
-    kill -KILL "$p" 2>/dev/null
-  done
-  wait "$SERVER_PID" 2>/dev/null
-  SERVER_PID=""
-}
+# free_port, stop_server and median: bench/http/common.sh
 trap stop_server EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
@@ -244,10 +218,6 @@ done
 # ---------------------------------------------------------------------------
 # The report: medians, and the generated server's and nginx's ratio to ASP.NET Core's.
 # ---------------------------------------------------------------------------
-median() {
-  sort -n | awk 'NF { v[++n] = $1 }
-    END { if (!n) exit; if (n % 2) print v[(n + 1) / 2]; else printf "%.0f\n", (v[n / 2] + v[n / 2 + 1]) / 2 }'
-}
 figure() { awk -F'\t' -v s="$1" -v l="$2" '$2 == s && $3 == l { print $4 }' "$RUNS_FILE" | median; }
 declare -A LABEL=([csharp-aot]="C# --handler http, NativeAOT, $WORKERS workers" [aspnet-aot]="ASP.NET Core, 1 process, NativeAOT"
   [nginx]="$("$NGINX" -v 2>&1 | sed 's/.*nginx\//nginx /'), $WORKERS workers")
