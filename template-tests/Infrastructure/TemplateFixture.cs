@@ -205,7 +205,8 @@ public sealed class TemplateFixture : IAsyncLifetime
         built.GetOrAdd(scenario.Id + "-published-" + runtime, _ => new Lazy<Task<string>>(async () =>
         {
             string dir = await project();
-            string publish = Path.Combine(dir, "publish");
+            // Outside the project, whose tree the snapshot tests compare, whenever they run.
+            string publish = Path.Combine(WorkDir, "published", scenario.Id + "-" + runtime);
             await buildSlots.WaitAsync();
             try
             {
