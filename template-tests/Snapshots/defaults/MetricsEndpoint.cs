@@ -21,7 +21,7 @@ internal sealed class MetricsEndpoint : IDisposable
     /// <summary>A loop that has not answered in this time is stuck: the answer is 503.</summary>
     private static readonly TimeSpan AnswerTimeout = TimeSpan.FromSeconds(5);
 
-    private readonly HttpListener listener = new();
+    private readonly HttpListener listener;
     private readonly Func<Question, Task<Answer>> ask;
 
     /// <summary>Listens on <paramref name="address"/> (IPv4); throws HttpListenerException if it cannot (the port is in use).</summary>
@@ -30,9 +30,34 @@ internal sealed class MetricsEndpoint : IDisposable
         this.ask = ask;
         // "+": every address, whatever Host header the client sends (a Kubernetes probe sends the pod's IP).
         string host = address.Address.Equals(IPAddress.Any) ? "+" : address.Address.ToString();
-        listener.Prefixes.Add($"http://{host}:{address.Port}/");
-        listener.Start();
+        listener = Listen($"http://{host}:{address.Port}/");
         _ = ServeAsync();
+    }
+
+    /// <summary>
+    /// HttpListener.Start, again if a client connected at the moment it began to listen: .NET's
+    /// HttpListener accepts a connection already waiting before it has made its own tables, and
+    /// throws ArgumentNullException. Its listening socket is then left to the garbage collector,
+    /// which must close it before the port can be bound again.
+    /// </summary>
+    private static HttpListener Listen(string prefix)
+    {
+        for (int attempt = 1; ; attempt++)
+        {
+            var listener = new HttpListener();
+            listener.Prefixes.Add(prefix);
+            try
+            {
+                listener.Start();
+                return listener;
+            }
+            catch (ArgumentNullException) when (attempt < 10)
+            {
+                listener.Close();
+                GC.Collect();
+                GC.WaitForPendingFinalizers();
+            }
+        }
     }
 
     private async Task ServeAsync()
