@@ -1,5 +1,6 @@
 # Helpers shared by bench/http/run.sh and bench/http/tls.sh (sourced, not run). They use the
-# caller's log function and SERVER_PID, and alive and tree_pids from bench/procs.sh.
+# caller's log function, SERVER_PID, RAW, NGINX and WORKERS, and alive and tree_pids from
+# bench/procs.sh.
 
 # A port nobody listens on, for the servers that cannot report a port the kernel chose.
 # 20000-29999 is below Linux's ephemeral range (32768-60999), so wrk's own connections,
@@ -38,4 +39,40 @@ stop_server() {
 median() {
   sort -n | awk 'NF { v[++n] = $1 }
     END { if (!n) exit; if (n % 2) print v[(n + 1) / 2]; else printf "%.0f\n", (v[n / 2] + v[n / 2 + 1]) / 2 }'
+}
+
+# start_nginx_with LOG SERVER [HTTP]: starts nginx (NGINX) with WORKERS worker processes on a
+# configuration written to RAW/nginx/nginx.conf: logging off, no limit on requests per
+# connection (nginx's default closes a connection after 1000: the C# server never does),
+# temporary files below RAW/nginx/tmp, the lines HTTP in its http block and one server block
+# of the lines SERVER that answers GET / with "Hello from $pid\n" ($pid is the worker's, so
+# the body is the C# server's). Sets SERVER_PID.
+start_nginx_with() {
+  local dir=$RAW/nginx
+  mkdir -p "$dir/tmp"
+  cat > "$dir/nginx.conf" <<EOF
+worker_processes $WORKERS;
+pid $dir/nginx.pid;
+error_log $dir/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server_tokens off;
+  keepalive_requests 1000000000;
+  default_type text/plain;
+  charset utf-8;
+  client_body_temp_path $dir/tmp/body;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
+  ${3:-}
+  server {
+    $2
+    location / { return 200 "Hello from \$pid\n"; }
+  }
+}
+EOF
+  "$NGINX" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' > "$1" 2>&1 &
+  SERVER_PID=$!
 }

@@ -218,37 +218,10 @@ start_aspnet() { # BINARY LOG
   wait_log "$2" '.*listening on http://127\.0\.0\.1:\([0-9]*\).*'
 }
 
-# nginx: as many worker processes as the C# server, logging off, no limit on requests per
-# connection (nginx's default closes a connection after 1000: the C# server never does).
-# $pid is the worker's pid, so its body is the C# server's.
+# nginx: as many worker processes as the C# server (bench/http/common.sh).
 start_nginx() { # LOG
-  local dir=$RAW/nginx
-  mkdir -p "$dir/tmp"
   PORT=$(free_port) || return 1
-  cat > "$dir/nginx.conf" <<EOF
-worker_processes $WORKERS;
-pid $dir/nginx.pid;
-error_log $dir/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server_tokens off;
-  keepalive_requests 1000000000;
-  default_type text/plain;
-  charset utf-8;
-  client_body_temp_path $dir/tmp/body;
-  proxy_temp_path $dir/tmp/proxy;
-  fastcgi_temp_path $dir/tmp/fastcgi;
-  uwsgi_temp_path $dir/tmp/uwsgi;
-  scgi_temp_path $dir/tmp/scgi;
-  server {
-    listen 127.0.0.1:$PORT;
-    location / { return 200 "Hello from \$pid\n"; }
-  }
-}
-EOF
-  "$NGINX" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' > "$1" 2>&1 &
-  SERVER_PID=$!
+  start_nginx_with "$1" "listen 127.0.0.1:$PORT;"
 }
 
 # gunicorn with its default sync worker (one request at a time per worker, and it closes
@@ -324,7 +297,7 @@ start_server() {
   return 1
 }
 
-# free_port, stop_server and median: bench/http/common.sh
+# free_port, start_nginx_with, stop_server and median: bench/http/common.sh
 trap stop_server EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 

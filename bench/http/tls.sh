@@ -104,9 +104,9 @@ selected aspnet-aot && publish aspnet-aot "$HTTP_DIR/aspnet-tls"
 # ---------------------------------------------------------------------------
 SERVER_PID="" PORT=""
 
+# nginx over TLS, HTTP/2 by ALPN (bench/http/common.sh).
 start_nginx() { # LOG
-  local dir=$RAW/nginx listen
-  mkdir -p "$dir/tmp"
+  local listen
   PORT=$(free_port) || return 1
   # nginx 1.25.1 and later take `http2 on;`; before, `http2` on the listen line.
   if printf '%s\n' "1.25.1" "$("$NGINX" -v 2>&1 | grep -o '[0-9][0-9.]*')" | sort -V -C; then
@@ -114,34 +114,10 @@ start_nginx() { # LOG
   else
     listen="listen 127.0.0.1:$PORT ssl http2;"
   fi
-  cat > "$dir/nginx.conf" <<EOF
-worker_processes $WORKERS;
-pid $dir/nginx.pid;
-error_log $dir/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server_tokens off;
-  keepalive_requests 1000000000;
-  http2_max_requests 1000000000;
-  default_type text/plain;
-  charset utf-8;
-  client_body_temp_path $dir/tmp/body;
-  proxy_temp_path $dir/tmp/proxy;
-  fastcgi_temp_path $dir/tmp/fastcgi;
-  uwsgi_temp_path $dir/tmp/uwsgi;
-  scgi_temp_path $dir/tmp/scgi;
-  server {
-    $listen
+  start_nginx_with "$1" "$listen
     ssl_certificate $CERT;
     ssl_certificate_key $KEY;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    location / { return 200 "Hello from \$pid\n"; }
-  }
-}
-EOF
-  "$NGINX" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' > "$1" 2>&1 &
-  SERVER_PID=$!
+    ssl_protocols TLSv1.2 TLSv1.3;" "http2_max_requests 1000000000;"
 }
 
 start_server() { # NAME LOG
@@ -170,7 +146,7 @@ start_server() { # NAME LOG
   return 1
 }
 
-# free_port, stop_server and median: bench/http/common.sh
+# free_port, start_nginx_with, stop_server and median: bench/http/common.sh
 trap stop_server EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
